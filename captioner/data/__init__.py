@@ -1,0 +1,1 @@
+"""Datasets: readers for each annotation format, the synthetic shapes world, images, batches."""

@@ -1,0 +1,312 @@
+"""The synthetic "shapes" dataset: 1-3 coloured shapes on a noisy background, with captions and boxes.
+
+Every object is a (size, colour, shape) triple, the objects of one scene differ in (shape, colour),
+and every pair of objects is clearly left/right of or above/below one another, so each reference
+caption is unambiguous and true. The captions of an image are a fixed function of its scene (all
+phrasings of its scene type, never a random sample), which keeps greedy decoding able to match a
+reference word for word. The boxes let attention pointing accuracy be checked (see evaluation.py).
+
+Output, in COCO format so the ordinary COCO reader loads it:
+    DIR/images/<split>_<index:06d>.jpg
+    DIR/captions_<split>.json   (COCO captions)
+    DIR/instances_<split>.json  (COCO instances; each annotation has "attributes": color, size)
+
+    python -m captioner.data.shapes --out data/shapes --train 8000 --val 1000 --test 1000 --seed 0
+"""
+
+import argparse
+import dataclasses
+import json
+import time
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw
+from tqdm import tqdm
+
+from captioner.data.records import SPLITS
+
+SHAPES = ("circle", "square", "triangle")  # index + 1 is the COCO category id
+COLOURS = {  # base RGB; each object gets a little jitter on top
+    "red": (210, 40, 40),
+    "green": (40, 170, 60),
+    "blue": (40, 80, 215),
+    "yellow": (230, 205, 35),
+    "purple": (140, 50, 185),
+}
+SIZES = {"small": (20, 26), "large": (38, 48)}  # extent in pixels at REFERENCE_SIZE, inclusive
+REFERENCE_SIZE = 128  # image size at which SIZES and MARGIN hold; both scale with the image
+MARGIN = 4  # pixels at REFERENCE_SIZE kept free between objects and around the image border
+RELATION_RATIO = 1.5  # a relation is clear when one axis of the centre offset is this much the other
+COLOUR_JITTER = 20  # +- per RGB channel
+MIN_IMAGE_SIZE = 32
+ID_STRIDE = 1_000_000  # image ids of split k start at k * ID_STRIDE + 1, so ids are unique overall
+JPEG_QUALITY = 92
+
+# "A <words> B": three wordings per relation, picked by position in the phrasing templates.
+RELATION_WORDS = {
+    "left": ("to the left of", "left of", "on the left of"),
+    "right": ("to the right of", "right of", "on the right of"),
+    "above": ("above", "over", "higher than"),
+    "below": ("below", "under", "beneath"),
+}
+# "B with A <words>": A's place relative to B, B named earlier.
+RELATION_TO_IT = {
+    "left": ("to its left", "on its left"),
+    "right": ("to its right", "on its right"),
+    "above": ("above it", "over it"),
+    "below": ("below it", "under it"),
+}
+SINGLE_OBJECT = ("{}", "there is {}", "a single {}", "one {}", "{} on its own", "{} by itself")
+
+
+@dataclass(frozen=True)
+class ShapeObject:
+    shape: str  # one of SHAPES
+    colour: str  # one of COLOURS
+    size: str  # one of SIZES
+    x: int  # left column of the drawn shape
+    y: int  # top row of the drawn shape
+    extent: int  # width and height of the drawn shape in pixels
+    rgb: tuple[int, int, int]  # the jittered fill colour
+
+    @property
+    def bbox(self) -> tuple[float, float, float, float]:
+        """The tight box of the drawn pixels, COCO order x, y, w, h."""
+        return (float(self.x), float(self.y), float(self.extent), float(self.extent))
+
+    @property
+    def centre(self) -> tuple[float, float]:
+        return (self.x + self.extent / 2, self.y + self.extent / 2)
+
+    @property
+    def area(self) -> float:
+        """Area of the shape itself (not its box), as COCO's "area"."""
+        fraction = {"circle": np.pi / 4, "square": 1.0, "triangle": 0.5}[self.shape]
+        return float(fraction * self.extent**2)
+
+    @property
+    def phrase(self) -> str:
+        return f"a {self.size} {self.colour} {self.shape}"
+
+
+@dataclass(frozen=True)
+class Scene:
+    image_size: int  # the image is image_size x image_size pixels
+    objects: tuple[ShapeObject, ...]  # 1-3 objects, in canonical (shape, colour) order
+
+
+def relation(a: ShapeObject, b: ShapeObject) -> str | None:
+    """Where `a` lies relative to `b` ("left", "right", "above", "below"), None if not clear."""
+    (ax, ay), (bx, by) = a.centre, b.centre
+    dx, dy = ax - bx, ay - by
+    if abs(dx) >= RELATION_RATIO * abs(dy) and dx != 0:
+        return "left" if dx < 0 else "right"
+    if abs(dy) >= RELATION_RATIO * abs(dx) and dy != 0:
+        return "above" if dy < 0 else "below"  # image rows grow downwards
+    return None
+
+
+def _scaled(pixels: float, image_size: int) -> int:
+    return max(1, round(pixels * image_size / REFERENCE_SIZE))
+
+
+def _separated(a: ShapeObject, b: ShapeObject, gap: int) -> bool:
+    return (
+        a.x + a.extent + gap <= b.x
+        or b.x + b.extent + gap <= a.x
+        or a.y + a.extent + gap <= b.y
+        or b.y + b.extent + gap <= a.y
+    )
+
+
+def _place(rng: np.random.Generator, objects: list[ShapeObject], image_size: int, attempts: int = 100):
+    """The objects moved to positions inside the image, apart, with clear relations; None if none found."""
+    margin = _scaled(MARGIN, image_size)
+    for _ in range(attempts):
+        moved = []
+        for o in objects:
+            x, y = rng.integers(margin, image_size - o.extent - margin + 1, size=2)
+            moved.append(dataclasses.replace(o, x=int(x), y=int(y)))
+        pairs = [(a, b) for i, a in enumerate(moved) for b in moved[i + 1:]]
+        if all(_separated(a, b, margin) and relation(a, b) is not None for a, b in pairs):
+            return tuple(moved)
+    return None
+
+
+def _check_image_size(image_size: int) -> None:
+    if image_size < MIN_IMAGE_SIZE:
+        raise ValueError(f"image size must be at least {MIN_IMAGE_SIZE} pixels, got {image_size}")
+
+
+def make_scene(rng: np.random.Generator, image_size: int = REFERENCE_SIZE) -> Scene:
+    """A random scene of 1-3 objects with distinct (shape, colour), placed so every relation is clear."""
+    _check_image_size(image_size)
+    combos = [(shape, colour) for shape in SHAPES for colour in COLOURS]
+    while True:  # some sets of objects (three large ones, say) find no valid placement: draw others
+        count = int(rng.integers(1, 4))
+        picked = sorted(rng.choice(len(combos), size=count, replace=False))  # sorted: canonical order
+        objects = []
+        for index in picked:
+            shape, colour = combos[index]
+            size = str(rng.choice(list(SIZES)))
+            low, high = (_scaled(pixels, image_size) for pixels in SIZES[size])
+            jitter = rng.integers(-COLOUR_JITTER, COLOUR_JITTER + 1, size=3)
+            rgb = tuple(int(v) for v in np.clip(np.add(COLOURS[colour], jitter), 0, 255))
+            objects.append(ShapeObject(shape, colour, size, 0, 0, int(rng.integers(low, high + 1)), rgb))
+        placed = _place(rng, objects, image_size)
+        if placed is not None:
+            return Scene(image_size, placed)
+
+
+def _two_objects(a: ShapeObject, b: ShapeObject) -> list[str]:
+    """Both orders, each with every wording; r is a's place relative to b, s the inverse."""
+    r, s = relation(a, b), relation(b, a)
+    pa, pb = a.phrase, b.phrase
+    return [
+        f"{pa} {RELATION_WORDS[r][0]} {pb}",
+        f"{pb} {RELATION_WORDS[s][0]} {pa}",
+        f"{pa} is {RELATION_WORDS[r][1]} {pb}",
+        f"{pb} is {RELATION_WORDS[s][1]} {pa}",
+        f"there is {pa} {RELATION_WORDS[r][2]} {pb}",
+        f"there is {pb} {RELATION_WORDS[s][2]} {pa}",
+        f"{pa} with {pb} {RELATION_TO_IT[s][0]}",
+        f"{pb} with {pa} {RELATION_TO_IT[r][1]}",
+    ]
+
+
+def _three_objects(objects: tuple[ShapeObject, ...]) -> list[str]:
+    """Each object in turn is the anchor B that the other two, A and C, are placed against."""
+    captions = []
+    for k, b in enumerate(objects):
+        a, c = (o for o in objects if o is not b)
+        ra, rc = relation(a, b), relation(c, b)
+        captions.append(f"{a.phrase} {RELATION_WORDS[ra][k]} {b.phrase} and {c.phrase} {RELATION_TO_IT[rc][k % 2]}")
+        captions.append(f"{b.phrase} with {a.phrase} {RELATION_TO_IT[ra][k % 2]} "
+                        f"and {c.phrase} {RELATION_TO_IT[rc][(k + 1) % 2]}")
+    return captions
+
+
+def describe(scene: Scene) -> list[str]:
+    """All reference captions of a scene: 6-8 phrasings, a fixed function of the scene."""
+    objects = scene.objects
+    if len(objects) == 1:
+        return [template.format(objects[0].phrase) for template in SINGLE_OBJECT]
+    if len(objects) == 2:
+        return _two_objects(*objects)
+    return _three_objects(objects)
+
+
+def draw_shape(draw: ImageDraw.ImageDraw, obj: ShapeObject, fill) -> None:
+    """Draws `obj` so that its pixels span exactly obj.bbox."""
+    x0, y0, x1, y1 = obj.x, obj.y, obj.x + obj.extent - 1, obj.y + obj.extent - 1
+    if obj.shape == "circle":
+        draw.ellipse((x0, y0, x1, y1), fill=fill)
+    elif obj.shape == "square":
+        draw.rectangle((x0, y0, x1, y1), fill=fill)
+    else:
+        draw.polygon([((x0 + x1) / 2, y0), (x0, y1), (x1, y1)], fill=fill)
+
+
+def _background(rng: np.random.Generator, image_size: int) -> Image.Image:
+    """A smooth, muted greyish texture: a few random grey levels, lightly tinted, upsampled."""
+    cells = int(rng.integers(3, 7))
+    grey = rng.uniform(75, 170)
+    tint = rng.uniform(-12, 12, size=3)  # small, so the background never reads as an object colour
+    texture = rng.uniform(-25, 25, size=(cells, cells, 1)) + rng.uniform(-5, 5, size=(cells, cells, 3))
+    grid = np.clip(grey + tint + texture, 0, 255).astype(np.uint8)
+    return Image.fromarray(grid).resize((image_size, image_size), Image.Resampling.BICUBIC)
+
+
+def render(scene: Scene, rng: np.random.Generator) -> Image.Image:
+    """The RGB image of a scene on a fresh random background, with per-pixel Gaussian noise."""
+    image = _background(rng, scene.image_size)
+    draw = ImageDraw.Draw(image)
+    for obj in scene.objects:
+        draw_shape(draw, obj, obj.rgb)
+    dims = (scene.image_size, scene.image_size, 3)
+    noisy = np.asarray(image, np.float32) + rng.standard_normal(dims, np.float32) * rng.uniform(3, 9)
+    return Image.fromarray(noisy.clip(0, 255).astype(np.uint8))
+
+
+def image_rng(seed: int, split: str, index: int) -> np.random.Generator:
+    """The RNG of one image: depends on (seed, split, index) only, not on the other splits' counts."""
+    return np.random.default_rng([seed, zlib.crc32(split.encode()), index])
+
+
+def _write_split(out: Path, split: str, count: int, seed: int, image_size: int = REFERENCE_SIZE,
+                   progress: tqdm | None = None) -> None:
+    """Writes `count` images of one split and its captions_/instances_ JSON files under `out`."""
+    images, captions, instances = [], [], []
+    for index in range(1, count + 1):
+        rng = image_rng(seed, split, index)
+        scene = make_scene(rng, image_size)
+        image_id = SPLITS.index(split) * ID_STRIDE + index
+        file_name = f"{split}_{index:06d}.jpg"
+        render(scene, rng).save(out / "images" / file_name, quality=JPEG_QUALITY)
+        images.append({"id": image_id, "file_name": file_name, "width": image_size, "height": image_size})
+        # ids are image_id * 10 + k: unique across splits and stable whatever the other counts
+        captions += [{"id": image_id * 10 + k, "image_id": image_id, "caption": caption}
+                     for k, caption in enumerate(describe(scene))]
+        instances += [{"id": image_id * 10 + k, "image_id": image_id, "category_id": SHAPES.index(o.shape) + 1,
+                       "bbox": list(o.bbox), "area": o.area, "iscrowd": 0,
+                       "attributes": {"color": o.colour, "size": o.size}}
+                      for k, o in enumerate(scene.objects)]
+        if progress is not None:
+            progress.update()
+    info = {"description": "synthetic shapes scenes (captioner.data.shapes)", "split": split,
+            "seed": seed, "image_size": image_size}
+    categories = [{"id": i + 1, "name": shape, "supercategory": "shape"} for i, shape in enumerate(SHAPES)]
+    common = {"info": info, "licenses": [], "images": images}
+    (out / f"captions_{split}.json").write_text(json.dumps({**common, "annotations": captions}))
+    (out / f"instances_{split}.json").write_text(
+        json.dumps({**common, "annotations": instances, "categories": categories}))
+
+
+def check_arguments(counts: dict[str, int], seed: int, image_size: int) -> None:
+    """Raises ValueError, naming the argument, for anything generate() cannot use."""
+    for split, count in counts.items():
+        if split not in SPLITS:
+            raise ValueError(f"unknown split '{split}'; known: {', '.join(SPLITS)}")
+        if not 0 <= count < ID_STRIDE:
+            raise ValueError(f"the {split} image count must be in [0, {ID_STRIDE}), got {count}")
+    if seed < 0:
+        raise ValueError(f"the seed must be non-negative, got {seed}")
+    _check_image_size(image_size)
+
+
+def generate(out: Path, counts: dict[str, int], seed: int, image_size: int = REFERENCE_SIZE, *,
+             progress: bool = False) -> None:
+    """Writes the dataset: `counts` maps split names (of SPLITS) to image counts; progress bar on stderr."""
+    check_arguments(counts, seed, image_size)
+    out = Path(out)
+    (out / "images").mkdir(parents=True, exist_ok=True)
+    with tqdm(total=sum(counts.values()), desc="shapes", unit="img", disable=not progress) as bar:
+        for split, count in counts.items():
+            _write_split(out, split, count, seed, image_size, bar)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", type=Path, required=True, help="output folder (created if missing)")
+    for split in SPLITS:
+        parser.add_argument(f"--{split}", type=int, default=0, help=f"number of {split} images")
+    parser.add_argument("--seed", type=int, default=0, help="same seed and counts give identical files")
+    parser.add_argument("--image-size", type=int, default=REFERENCE_SIZE, help="image width and height in pixels")
+    args = parser.parse_args(argv)
+    counts = {split: getattr(args, split) for split in SPLITS}
+    try:
+        check_arguments(counts, args.seed, args.image_size)
+    except ValueError as error:
+        parser.error(str(error))
+    start = time.perf_counter()
+    generate(args.out, counts, args.seed, args.image_size, progress=True)
+    summary = ", ".join(f"{count} {split}" for split, count in counts.items())
+    print(f"wrote {summary} images ({args.image_size} px, seed {args.seed}) to {args.out} "
+          f"in {time.perf_counter() - start:.1f}s")
+
+
+if __name__ == "__main__":
+    main()

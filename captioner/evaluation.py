@@ -1,0 +1,240 @@
+"""Evaluation metrics: the COCO caption scores and attention pointing accuracy.
+
+Caption quality is scored exactly as the coco-caption toolkit does it (pycocoevalcap): texts go
+through the Stanford PTB tokenizer, then BLEU-1..4, METEOR, ROUGE-L and CIDEr (and SPICE where it
+can run) are computed at corpus level, and reported here on a 0-100 scale.
+
+Pointing accuracy checks the attention maps of Xu et al. 2015 (§5.4 shows them qualitatively)
+against ground-truth boxes: a word that names an object should attend to that object.
+"""
+
+import json
+import shutil
+import sys
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import torch
+from pycocoevalcap.bleu.bleu import Bleu
+from pycocoevalcap.cider.cider import Cider
+from pycocoevalcap.meteor.meteor import Meteor
+from pycocoevalcap.rouge.rouge import Rouge
+from pycocoevalcap.spice import get_stanford_models
+from pycocoevalcap.spice.spice import Spice
+from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
+
+from captioner.config import Config
+from captioner.data.images import grid_cell_center
+from captioner.data.records import ImageRecord, ObjectBox
+from captioner.files import atomic_write
+from captioner.inference import Failed, caption_files
+from captioner.model.captioner import Captioner
+from captioner.vocab import Vocab
+
+BLEU_KEYS = ("BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4")
+
+
+class MetricUnavailable(RuntimeError):
+    """A metric that cannot run on this machine; the message says why and how to make it run."""
+
+
+def caption_metrics(
+    predictions: dict[str, str], references: dict[str, list[str]], spice: bool = False, meteor: bool = True
+) -> dict[str, float]:
+    """Corpus-level COCO caption metrics of one caption per image against its references.
+
+    Returns "BLEU-1".."BLEU-4", "METEOR", "ROUGE-L", "CIDEr" (and "SPICE" when asked), each the
+    toolkit's score times 100; BLEU, METEOR, ROUGE-L and SPICE lie in 0-100, CIDEr can exceed 100.
+    Raises ValueError when the two dicts do not hold the same image ids, and MetricUnavailable when
+    Java (or, for SPICE, its Stanford CoreNLP models) is missing. `meteor=False` skips METEOR,
+    whose Java start takes about 10 s (training's per-epoch validation leaves it out).
+    """
+    _check_ids(predictions, references)
+    _require_java()
+    if spice:
+        _require_spice_models()
+    gts, res = _ptb_tokenize(predictions, references)
+    bleu, _ = Bleu(4).compute_score(gts, res, verbose=0)
+    scores = dict(zip(BLEU_KEYS, bleu))
+    if meteor:
+        scores["METEOR"] = _meteor_score(gts, res)
+    scores["ROUGE-L"] = Rouge().compute_score(gts, res)[0]
+    scores["CIDEr"] = Cider().compute_score(gts, res)[0]
+    if spice:
+        scores["SPICE"] = Spice().compute_score(gts, res)[0]
+    return {name: 100.0 * float(score) for name, score in scores.items()}
+
+
+def _check_ids(predictions: dict[str, str], references: dict[str, list[str]]) -> None:
+    if not predictions and not references:
+        raise ValueError("no predictions to score")
+    unreferenced = predictions.keys() - references.keys()
+    if unreferenced:
+        raise ValueError(
+            f"image id {min(unreferenced)!r} has a prediction but no references "
+            f"({len(unreferenced)} such ids)"
+        )
+    unpredicted = references.keys() - predictions.keys()
+    if unpredicted:
+        raise ValueError(
+            f"image id {min(unpredicted)!r} has references but no prediction "
+            f"({len(unpredicted)} such ids)"
+        )
+    empty = [image_id for image_id, captions in references.items() if not captions]
+    if empty:
+        raise ValueError(f"image id {empty[0]!r} has an empty list of references")
+
+
+def _require_java() -> None:
+    if shutil.which("java") is None:
+        raise MetricUnavailable(
+            "the caption metrics need Java (the PTB tokenizer and METEOR run on it) and no `java` "
+            "is on PATH; install a Java runtime, e.g. `apt-get install default-jre-headless`"
+        )
+
+
+def _require_spice_models() -> None:
+    # Without these jars, Spice() starts a download of several hundred MB, which would hang offline.
+    lib = Path(get_stanford_models.SPICEDIR) / get_stanford_models.SPICELIB
+    jars = [lib / f"{get_stanford_models.JAR}{suffix}.jar" for suffix in ("", "-models")]
+    missing = [jar.name for jar in jars if not jar.is_file()]
+    if missing:
+        raise MetricUnavailable(
+            f"SPICE needs the Stanford CoreNLP jars {', '.join(missing)} in {lib}; fetch them once "
+            "with internet access: `python -m pycocoevalcap.spice.get_stanford_models`"
+        )
+
+
+def _ptb_tokenize(
+    predictions: dict[str, str], references: dict[str, list[str]]
+) -> tuple[dict[str, list[str]], dict[str, list[str]]]:
+    """Tokenized (references, predictions) in the toolkit's {image_id: [caption, ...]} form."""
+    # One tokenizer run, so one JVM start, for both sides; tagged keys keep them apart.
+    captions = {("res", i): [{"caption": caption}] for i, caption in predictions.items()}
+    for i, captions_of_image in references.items():
+        captions["gts", i] = [{"caption": caption} for caption in captions_of_image]
+    tokens = PTBTokenizer().tokenize(captions)
+    gts = {i: tokens["gts", i] for i in predictions}
+    res = {i: tokens["res", i] for i in predictions}
+    return gts, res
+
+
+def _meteor_score(gts: dict[str, list[str]], res: dict[str, list[str]]) -> float:
+    meteor = Meteor()  # starts a java process that lives until it is closed
+    try:
+        return meteor.compute_score(gts, res)[0]
+    finally:
+        # compute_score leaves its lock held when it raises, and Meteor.__del__ would then block
+        # forever on it.
+        if meteor.lock.locked():
+            meteor.lock.release()
+        # Stopped now rather than when the object is collected, which a traceback can delay.
+        process = meteor.meteor_p
+        process.kill()
+        process.wait()
+        for pipe in (process.stdin, process.stdout, process.stderr):
+            pipe.close()
+
+
+def pointing_hits(
+    words: Sequence[str],
+    alphas,
+    objects: Iterable[ObjectBox],
+    grid_size: int,
+    width: int,
+    height: int,
+) -> tuple[int, int]:
+    """Attention pointing of one caption: (hits, scored words).
+
+    A word is scored when it equals the `name` of an object in the image. It is a hit when the
+    argmax of its attention map, taken as the centre of that grid cell in image pixels, lies inside
+    (edges included) the box of an object with that name; any of them, when several share it.
+
+    words: the generated words, without <start>/<end>.
+    alphas: array-like (T, P), P = grid_size**2 positions in row-major order, row t for words[t].
+    objects: the boxes of the image, bbox (x, y, w, h) in pixels of the width x height image.
+    """
+    alphas = torch.as_tensor(alphas)
+    expected = (len(words), grid_size * grid_size)
+    if tuple(alphas.shape) != expected:
+        raise ValueError(
+            f"alphas must have shape (T, P) = {expected} for {len(words)} words on a "
+            f"{grid_size}x{grid_size} grid, got {tuple(alphas.shape)}"
+        )
+    boxes = defaultdict(list)
+    for obj in objects:
+        boxes[obj.name].append(obj.bbox)
+    hits = scored = 0
+    for word, position in zip(words, alphas.argmax(dim=1).tolist()):
+        if word not in boxes:
+            continue
+        px, py = grid_cell_center(position, grid_size, width, height)
+        scored += 1
+        hits += any(x <= px <= x + w and y <= py <= y + h for x, y, w, h in boxes[word])
+    return hits, scored
+
+
+def pointing_accuracy(counts: Iterable[tuple[int, int]]) -> float:
+    """Percentage of scored words that were hits, over the (hits, scored) of many captions.
+
+    Every scored word weighs the same, wherever it occurs; nan when no word was scored.
+    """
+    hits = scored = 0
+    for caption_hits, caption_scored in counts:
+        hits += caption_hits
+        scored += caption_scored
+    return 100.0 * hits / scored if scored else float("nan")
+
+
+def write_coco_results(path: str | Path, predictions: dict[str, str]) -> None:
+    """Write predictions in the COCO results format: [{"image_id": ..., "caption": ...}, ...].
+
+    Ids written as plain integers (COCO's) become ints, the rest (Flickr's file names,
+    zero-padded numbers) stay strings, so the ids read back equal the ones given. The file is
+    replaced atomically, never left half-written.
+    """
+    results = [
+        {"image_id": _coco_image_id(image_id), "caption": caption}
+        for image_id, caption in predictions.items()
+    ]
+    with atomic_write(path, "w", encoding="utf-8") as f:
+        json.dump(results, f)
+
+
+def _coco_image_id(image_id: str) -> int | str:
+    if image_id.isdecimal() and str(int(image_id)) == image_id:
+        return int(image_id)
+    return image_id
+
+
+def evaluate_model(
+    model: Captioner, vocab: Vocab, records: list[ImageRecord], config: Config, meteor: bool = True, spice: bool = False
+) -> tuple[dict[str, float], dict[str, str]]:
+    """Decodes `records` with `config.decode` and scores the captions: (metrics, captions by id).
+
+    Metrics are `caption_metrics` plus "pointing_accuracy" where the records have object boxes, and
+    "images" / "failed" counts. Unreadable images are reported on stderr and left out of the scores.
+    """
+    was_training = model.training
+    model.eval()
+    captions, counts, failed = {}, [], 0
+    results = caption_files(model, vocab, [r.path for r in records], config.data.image_size, config.decode,
+                            batch_size=config.train.batch_size, num_workers=config.data.num_workers)
+    for record, result in zip(records, results):
+        if isinstance(result, Failed):
+            print(f"error: {result.error}; skipped", file=sys.stderr)
+            failed += 1
+            continue
+        best = result.hypotheses[0]
+        words = vocab.decode(best.tokens)
+        captions[record.image_id] = " ".join(words)
+        if record.objects:
+            counts.append(pointing_hits(words, best.alphas, record.objects, model.grid_size, *result.size))
+    model.train(was_training)
+    references = {r.image_id: r.captions for r in records if r.image_id in captions}
+    metrics = caption_metrics(captions, references, spice=spice, meteor=meteor) if captions else {}
+    if counts:
+        metrics["pointing_accuracy"] = pointing_accuracy(counts)
+    metrics.update(images=len(captions), failed=failed)
+    return metrics, captions

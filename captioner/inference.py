@@ -1,0 +1,84 @@
+"""Captioning image files in batches: the engine under evaluation, the CLI and training's validation.
+
+Images are read by DataLoader workers with the one `load_image` + `preprocess`; a file that cannot
+be read yields a `Failed` result naming it, and the other images of its batch are captioned.
+"""
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
+
+from captioner.config import DecodeConfig
+from captioner.data.images import ImageError, load_image, preprocess
+from captioner.decoding import Hypothesis, search
+from captioner.model.captioner import Captioner
+from captioner.vocab import Vocab
+
+
+@dataclass
+class Captioned:
+    path: Path
+    hypotheses: list[Hypothesis]  # best first
+    size: tuple[int, int]  # (width, height) of the image as loaded
+
+
+@dataclass
+class Failed:
+    path: Path
+    error: str  # one line naming the file and the problem
+
+
+class ImageFiles(Dataset):
+    """Items are (image (3, S, S), index, (width, height)), or (None, index, error message)."""
+
+    def __init__(self, paths: list[Path], image_size: int):
+        self.paths = paths
+        self.image_size = image_size
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int):
+        try:
+            image = load_image(self.paths[index])
+        except ImageError as error:
+            return None, index, str(error)
+        return preprocess(image, self.image_size), index, image.size
+
+
+def _collate(items):
+    return items  # images are stacked in caption_files, after failures are split off
+
+
+def caption_files(
+    model: Captioner,
+    vocab: Vocab,
+    paths: list[Path],
+    image_size: int,
+    decode: DecodeConfig,
+    batch_size: int = 32,
+    num_workers: int = 0,
+    progress: bool = False,
+) -> Iterator[Captioned | Failed]:
+    """Captions `paths` in order, one result per path."""
+    device = next(model.parameters()).device
+    loader = DataLoader(ImageFiles(list(paths), image_size), batch_size=batch_size, num_workers=num_workers, collate_fn=_collate)
+    with tqdm(total=len(paths), desc="captioning", unit="img", disable=not progress) as bar:
+        for items in loader:
+            good = [(image, i, size) for image, i, size in items if image is not None]
+            results: dict[int, Captioned | Failed] = {
+                i: Failed(loader.dataset.paths[i], message) for image, i, message in items if image is None
+            }
+            if good:
+                images = torch.stack([image for image, _, _ in good]).to(device)
+                with torch.inference_mode():
+                    features = model.encoder(images)
+                for (_, i, size), hypotheses in zip(good, search(model.decoder, features, vocab, decode)):
+                    results[i] = Captioned(loader.dataset.paths[i], hypotheses, size)
+            for _, i, _ in items:
+                yield results[i]
+            bar.update(len(items))

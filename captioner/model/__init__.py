@@ -1,0 +1,1 @@
+"""The Show, Attend and Tell model: encoder, attention, decoder, loss."""

@@ -1,0 +1,52 @@
+"""Attention over the annotation vectors: Xu et al. 2015 eq. 4-6 (soft, deterministic).
+
+Every score function splits into two calls so that decoding stays fast:
+  keys = attention.prepare(a)             # once per image: the part that depends only on a
+  z, alpha = attention(keys, a, h)        # every time step
+Other score functions (dot, general, location-based, local windows) subclass `Attention` and are
+registered in ATTENTIONS under the name `model.attention` selects.
+"""
+
+import torch
+from torch import nn
+
+from captioner.config import ConfigError
+
+
+class Attention(nn.Module):
+    """Interface: `prepare` the features once, then score them against each decoder state."""
+
+    def prepare(self, features: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward(self, keys: torch.Tensor, features: torch.Tensor, h: torch.Tensor):
+        raise NotImplementedError
+
+
+class AdditiveAttention(Attention):
+    """e_ti = w^T tanh(W_a a_i + W_h h_{t-1}) (eq. 4), alpha_t = softmax(e_t) (eq. 5),
+    z_t = sum_i alpha_ti a_i (eq. 6, the soft "deterministic" form of §4.2)."""
+
+    def __init__(self, feature_dim: int, decoder_dim: int, attention_dim: int):
+        super().__init__()
+        self.feature_proj = nn.Linear(feature_dim, attention_dim)  # W_a
+        self.hidden_proj = nn.Linear(decoder_dim, attention_dim, bias=False)  # W_h
+        self.score = nn.Linear(attention_dim, 1)  # w
+
+    def prepare(self, features):
+        return self.feature_proj(features)  # (B, P, A)
+
+    def forward(self, keys, features, h):
+        e = self.score(torch.tanh(keys + self.hidden_proj(h).unsqueeze(1))).squeeze(-1)  # (B, P)
+        alpha = e.softmax(-1)  # (B, P)
+        z = torch.bmm(alpha.unsqueeze(1), features).squeeze(1)  # (B, D)
+        return z, alpha
+
+
+ATTENTIONS = {"additive": AdditiveAttention}
+
+
+def build_attention(name: str, feature_dim: int, decoder_dim: int, attention_dim: int) -> Attention:
+    if name not in ATTENTIONS:
+        raise ConfigError(f"model.attention: unknown '{name}'; known: {', '.join(ATTENTIONS)}")
+    return ATTENTIONS[name](feature_dim, decoder_dim, attention_dim)

@@ -1,0 +1,20 @@
+"""The whole model: encoder + decoder, built from a ModelConfig and a vocabulary size."""
+
+import torch
+from torch import nn
+
+from captioner.config import ModelConfig
+from captioner.model.decoder import Decoder
+from captioner.model.encoder import Encoder
+
+
+class Captioner(nn.Module):
+    def __init__(self, config: ModelConfig, vocab_size: int):
+        super().__init__()
+        self.encoder = Encoder(config)
+        self.decoder = Decoder(vocab_size, self.encoder.feature_dim, config)
+        self.grid_size = config.grid_size
+
+    def forward(self, images: torch.Tensor, captions: torch.Tensor):
+        """images (B, 3, H, W), captions (B, T+1) -> logits (B, T, V), alphas (B, T, P)."""
+        return self.decoder(self.encoder(images), captions)

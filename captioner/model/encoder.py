@@ -1,0 +1,122 @@
+"""The encoder: a CNN whose last convolutional grid becomes the annotation vectors a_1..a_P.
+
+Xu et al. 2015 §3.1.1 take VGG's conv5_4 at 224 px, a 14 x 14 x 512 grid; re-implementations use a
+ResNet's last block. Here any of those torchvision backbones, or a small CNN for the synthetic shapes
+world, is pooled to a G x G grid and flattened to (B, P = G*G, D).
+"""
+
+from pathlib import Path
+
+import torch
+import torchvision
+from torch import nn
+
+from captioner.config import ConfigError, ModelConfig
+
+# torchvision model name -> (how to cut the classifier off, feature channels D)
+BACKBONES = {
+    "resnet50": ("resnet", 2048),
+    "resnet101": ("resnet", 2048),
+    "resnet152": ("resnet", 2048),
+    "vgg16": ("vgg", 512),
+    "vgg19": ("vgg", 512),
+}
+
+
+class SmallCNN(nn.Sequential):
+    """Four stride-2 stages (stride 16: a 128 px image gives an 8 x 8 grid) for the shapes world.
+
+    A learned position embedding is added to the last grid: a plain CNN's features say what is
+    at a cell but hardly where the cell is, and captions about "left of" and "above" need that.
+    """
+
+    def __init__(self, channels: int, grid_size: int):
+        widths = [3, channels // 8, channels // 4, channels // 2, channels]
+        stages = []
+        for c_in, c_out in zip(widths, widths[1:]):
+            stages += [
+                nn.Conv2d(c_in, c_out, 3, stride=2, padding=1, bias=False),
+                nn.BatchNorm2d(c_out),
+                nn.ReLU(inplace=True),
+                nn.Conv2d(c_out, c_out, 3, padding=1, bias=False),
+                nn.BatchNorm2d(c_out),
+                nn.ReLU(inplace=True),
+            ]
+        super().__init__(*stages)
+        self.out_channels = channels
+        self.position = nn.Parameter(torch.zeros(1, channels, grid_size, grid_size))
+
+    def forward(self, x):
+        x = super().forward(x)
+        return nn.functional.adaptive_avg_pool2d(x, self.position.shape[-2:]) + self.position
+
+
+def _torchvision_trunk(name: str, weights: str) -> nn.Sequential:
+    """The backbone without its pooling and classifier; weights from torchvision or a file."""
+    if weights == "imagenet":
+        # The weights API downloads to TORCH_HOME on first use and checks the file's hash.
+        model = torchvision.models.get_model(name, weights=torchvision.models.get_model_weights(name).DEFAULT)
+    else:
+        model = torchvision.models.get_model(name, weights=None)
+        if weights != "none":
+            path = Path(weights)
+            if not path.is_file():
+                raise ConfigError(f"model.weights: '{weights}' is neither imagenet, none nor a file")
+            state = torch.load(path, map_location="cpu", weights_only=True)
+            try:
+                model.load_state_dict(state)
+            except RuntimeError as error:
+                first_line = str(error).splitlines()[0]
+                raise ConfigError(f"model.weights: {path} is not a {name} state_dict ({first_line})") from None
+    kind = BACKBONES[name][0]
+    if kind == "resnet":
+        return nn.Sequential(*list(model.children())[:-2])  # drop avgpool and fc
+    return nn.Sequential(*list(model.features.children())[:-1])  # drop the last max-pool: 14x14 at 224 px
+
+
+class Encoder(nn.Module):
+    """Images (B, 3, H, W) -> annotation vectors (B, P, D), with P = grid_size ** 2."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        if config.backbone == "small":
+            self.trunk = SmallCNN(config.small_channels, config.grid_size)
+            self.feature_dim = config.small_channels
+        elif config.backbone in BACKBONES:
+            self.trunk = _torchvision_trunk(config.backbone, config.weights)
+            self.feature_dim = BACKBONES[config.backbone][1]
+        else:
+            known = ", ".join(["small", *BACKBONES])
+            raise ConfigError(f"model.backbone: unknown '{config.backbone}'; known: {known}")
+        self.pool = nn.AdaptiveAvgPool2d(config.grid_size)
+        self.trainable_from = self._freeze(config.fine_tune_from)
+
+    def _freeze(self, fine_tune_from: str) -> int:
+        """Freezes the trunk's blocks before `fine_tune_from`; returns the first trainable index."""
+        names = [name for name, _ in self.trunk.named_children()]
+        if fine_tune_from == "all":
+            first = 0
+        elif fine_tune_from == "none":
+            first = len(names)
+        elif fine_tune_from in names:
+            first = names.index(fine_tune_from)
+        else:
+            raise ConfigError(f"model.fine_tune_from: '{fine_tune_from}' is not all, none or one of {names}")
+        for block in list(self.trunk.children())[:first]:
+            block.requires_grad_(False)
+        return first
+
+    @property
+    def frozen(self) -> bool:
+        return not any(p.requires_grad for p in self.parameters())
+
+    def train(self, mode: bool = True):
+        # Frozen blocks keep their batch-norm statistics: they always run in eval mode.
+        super().train(mode)
+        for block in list(self.trunk.children())[: self.trainable_from]:
+            block.eval()
+        return self
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        grid = self.pool(self.trunk(images))  # (B, D, G, G)
+        return grid.flatten(2).transpose(1, 2)  # (B, P, D)
