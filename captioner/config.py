@@ -77,6 +77,11 @@ class DecodeConfig:
     length_penalty: str = "none"  # none | average | gnmt
     length_alpha: float = 0.7  # GNMT length penalty exponent
     suppress_unk: bool = True  # never generate <unk>
+    n_best: int = 1  # hypotheses returned per image, best first (<= beam_size; sampling: independent draws)
+    sample: bool = False  # draw words from the model's distribution instead of searching
+    temperature: float = 1.0  # sampling: divides the logits (< 1 sharper, > 1 flatter); > 0
+    top_k: int = 0  # sampling: keep only the k most likely words (0 = all)
+    top_p: float = 1.0  # sampling: keep the smallest set of words whose probability reaches p (nucleus)
 
 
 @dataclass
@@ -134,6 +139,10 @@ def parse_override(text: str) -> dict:
     if not sep or not key:
         raise ConfigError(f"override '{text}' is not of the form section.key=value")
     value = yaml.safe_load(raw) if raw else ""
+    try:  # YAML 1.1 reads "1e-3" as a string; on the command line it means a number
+        value = float(value) if isinstance(value, str) and "e" in value.lower() else value
+    except ValueError:
+        pass
     nested: dict = {}
     node = nested
     *parents, leaf = key.strip().split(".")

@@ -104,6 +104,8 @@ class Encoder(nn.Module):
             raise ConfigError(f"model.fine_tune_from: '{fine_tune_from}' is not all, none or one of {names}")
         for block in list(self.trunk.children())[:first]:
             block.requires_grad_(False)
+        if first == len(names):  # also parameters outside the blocks (SmallCNN's position)
+            self.trunk.requires_grad_(False)
         return first
 
     @property

@@ -1,0 +1,134 @@
+"""Decoding speed at the paper's dimensions; prints one JSON object.
+
+Xu et al. 2015 sizes: embedding, attention and LSTM 512, a 14 x 14 grid of 2048 features (ResNet),
+a vocabulary of 10 000 words, random weights. The decoder's <end> logit is pushed to -1e4 (here
+only, not in the package) so that every image runs exactly max_length + 1 = 21 steps and the
+figures do not depend on when random weights happen to stop.
+
+Reported, as medians of --repeats runs after one warm-up, in milliseconds per image:
+  decoder:    the batched search (`beam_search`, and `greedy`) at batch 1 and 32, beam 1, 3, 5
+  reference:  the plain per-image beam search of benchmarks/reference_beam.py
+  end_to_end: ResNet-101 at 256 px + beam 5 at batch 1, and the encoder alone
+
+    python benchmarks/decode.py [--repeats 3] [--quick]
+"""
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from reference_beam import reference_beam_search  # noqa: E402
+
+from captioner.config import DecodeConfig, ModelConfig  # noqa: E402
+from captioner.decoding import beam_search, greedy  # noqa: E402
+from captioner.model.decoder import Decoder  # noqa: E402
+from captioner.model.encoder import Encoder  # noqa: E402
+from captioner.vocab import SPECIALS, Vocab  # noqa: E402
+
+PAPER = ModelConfig(embed_dim=512, attention_dim=512, decoder_dim=512, grid_size=14)
+FEATURE_DIM, POSITIONS, VOCAB_SIZE, MAX_LENGTH = 2048, 196, 10_000, 20
+
+
+def build_decoder(vocab: Vocab) -> Decoder:
+    torch.manual_seed(0)
+    decoder = Decoder(len(vocab), FEATURE_DIM, PAPER).eval()
+    with torch.no_grad():
+        decoder.out.bias[vocab.end] = -1e4  # never <end>: every image runs all steps
+    return decoder
+
+
+def median_ms(run, repeats: int) -> float:
+    run()  # warm-up
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - start)
+    return 1000 * statistics.median(times)
+
+
+def check_full_length(results) -> None:
+    for hypotheses in results:
+        for h in hypotheses:
+            assert len(h.tokens) == MAX_LENGTH and not h.finished, "a hypothesis stopped early"
+
+
+def bench_decoder(decoder, vocab, batch_sizes, beams, repeats) -> dict:
+    out = {}
+    for B in batch_sizes:
+        features = torch.randn(B, POSITIONS, FEATURE_DIM)
+        for K in beams:
+            config = DecodeConfig(beam_size=K, max_length=MAX_LENGTH)
+            check_full_length(beam_search(decoder, features, vocab, config))
+            out[f"beam{K}_batch{B}"] = round(median_ms(lambda: beam_search(decoder, features, vocab, config), repeats) / B, 2)
+        config = DecodeConfig(max_length=MAX_LENGTH)
+        out[f"greedy_batch{B}"] = round(median_ms(lambda: greedy(decoder, features, vocab, config), repeats) / B, 2)
+    return out
+
+
+def bench_reference(decoder, vocab, beams, images, repeats) -> dict:
+    features = torch.randn(images, POSITIONS, FEATURE_DIM)
+    out = {}
+    for K in beams:
+        config = DecodeConfig(beam_size=K, max_length=MAX_LENGTH)
+        check_full_length(reference_beam_search(decoder, features, vocab, config))
+        ms = median_ms(lambda: reference_beam_search(decoder, features, vocab, config), repeats)
+        out[f"beam{K}"] = round(ms / images, 2)
+    return out
+
+
+def bench_end_to_end(decoder, vocab, repeats) -> dict:
+    config = ModelConfig(backbone="resnet101", weights="none", fine_tune_from="none", grid_size=14)
+    encoder = Encoder(config).eval()
+    images = torch.randn(1, 3, 256, 256)
+    decode = DecodeConfig(beam_size=5, max_length=MAX_LENGTH)
+    assert encoder(images).shape == (1, POSITIONS, FEATURE_DIM)
+    return {
+        "encoder": round(median_ms(lambda: encoder(images), repeats), 2),
+        "encoder_plus_beam5": round(median_ms(lambda: beam_search(decoder, encoder(images), vocab, decode), repeats), 2),
+    }
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=5, help="timed runs per figure (the median is reported)")
+    parser.add_argument("--quick", action="store_true", help="batch 4 instead of 32, one timed run: a smoke test")
+    args = parser.parse_args(argv)
+    repeats = 1 if args.quick else args.repeats
+    batch_sizes = [1, 4] if args.quick else [1, 32]
+    vocab = Vocab([*SPECIALS, *(f"w{i}" for i in range(VOCAB_SIZE - len(SPECIALS)))])
+    decoder = build_decoder(vocab)
+    load_before = os.getloadavg()
+    with torch.inference_mode():
+        report = {
+            "setup": {
+                "torch": torch.__version__,
+                "threads": torch.get_num_threads(),
+                "cpu": platform.processor() or platform.machine(),
+                "repeats": repeats,
+                "steps_per_image": MAX_LENGTH + 1,
+                "positions": POSITIONS,
+                "feature_dim": FEATURE_DIM,
+                "vocab": VOCAB_SIZE,
+            },
+            "ms_per_image": {
+                "decoder": bench_decoder(decoder, vocab, batch_sizes, [1, 3, 5], repeats),
+                "reference": bench_reference(decoder, vocab, [1, 3, 5], 1 if args.quick else 2, repeats),
+                "end_to_end": bench_end_to_end(decoder, vocab, repeats),
+            },
+        }
+    report["setup"]["load_average_before_after"] = [round(load_before[0], 2), round(os.getloadavg()[0], 2)]
+    print(json.dumps(report, indent=2))
+    return report
+
+
+if __name__ == "__main__":
+    main()

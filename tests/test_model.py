@@ -1,0 +1,125 @@
+import math
+
+import pytest
+import torch
+
+from captioner.config import ConfigError, ModelConfig
+from captioner.model.captioner import Captioner
+from captioner.model.loss import caption_loss
+
+TINY = dict(small_channels=16, grid_size=4, embed_dim=16, attention_dim=16, decoder_dim=32)
+
+
+def tiny_model(vocab_size=12, **changes):
+    torch.manual_seed(0)
+    return Captioner(ModelConfig(**{**TINY, **changes}), vocab_size).eval()
+
+
+def test_forward_returns_logits_and_attention_per_word():
+    model = tiny_model()
+    images = torch.randn(3, 3, 64, 64)
+    captions = torch.randint(4, 12, (3, 6))
+    logits, alphas = model(images, captions)
+    assert logits.shape == (3, 5, 12)
+    assert alphas.shape == (3, 5, 16)  # (B, T, P) with P = 4 * 4
+    torch.testing.assert_close(alphas.sum(-1), torch.ones(3, 5))
+
+
+def test_teacher_forcing_equals_step_by_step_decoding():
+    model = tiny_model()
+    features = model.encoder(torch.randn(2, 3, 64, 64))
+    captions = torch.randint(4, 12, (2, 5))
+    logits, alphas = model.decoder(features, captions)
+    h, c, keys = model.decoder.init_state(features)
+    for t in range(4):
+        log_probs, alpha, h, c = model.decoder.step(features, keys, captions[:, t], h, c)
+        torch.testing.assert_close(log_probs, logits[:, t].log_softmax(-1))
+        torch.testing.assert_close(alpha, alphas[:, t])
+
+
+def test_loss_is_cross_entropy_plus_doubly_stochastic_penalty():
+    logits = torch.randn(2, 3, 5)
+    alphas = torch.rand(2, 3, 4).softmax(-1)
+    targets = torch.tensor([[4, 2, 0], [3, 4, 2]])  # first caption has one padded step
+    loss, nll, penalty = caption_loss(logits, alphas, targets, pad_id=0, alpha_c=0.5)
+    log_probs = logits.log_softmax(-1)
+    real = [(0, 0), (0, 1), (1, 0), (1, 1), (1, 2)]
+    expected_nll = -sum(log_probs[b, t, targets[b, t]] for b, t in real) / 5
+    coverage = torch.stack([alphas[0, :2].sum(0), alphas[1].sum(0)])
+    expected_penalty = ((1 - coverage) ** 2).sum()
+    torch.testing.assert_close(nll, expected_nll)
+    torch.testing.assert_close(penalty, expected_penalty / 2)
+    torch.testing.assert_close(loss, expected_nll + 0.5 * expected_penalty / 5)
+
+
+def test_padding_does_not_change_the_loss_or_its_gradients():
+    model = tiny_model().train()
+    model.decoder.dropout.p = 0.0
+    images = torch.randn(2, 3, 64, 64)
+    short = torch.tensor([[1, 5, 6, 2], [1, 7, 2, 0]])
+    longer = torch.cat([short, torch.zeros(2, 3, dtype=torch.long)], 1)  # more padding
+    longer[1, 3:] = 0
+
+    def loss_and_grads(captions):
+        model.zero_grad()
+        logits, alphas = model(images, captions)
+        loss = caption_loss(logits, alphas, captions[:, 1:], pad_id=0, alpha_c=1.0)[0]
+        loss.backward()
+        return loss.detach(), [p.grad.clone() for p in model.decoder.parameters() if p.grad is not None]
+
+    loss_a, grads_a = loss_and_grads(short)
+    loss_b, grads_b = loss_and_grads(longer)
+    torch.testing.assert_close(loss_a, loss_b)
+    for a, b in zip(grads_a, grads_b):
+        torch.testing.assert_close(a, b)
+
+
+def test_encoder_freezing_and_bad_names():
+    assert tiny_model(fine_tune_from="none").encoder.frozen
+    assert not tiny_model(fine_tune_from="all").encoder.frozen
+    partly = tiny_model(fine_tune_from="6").encoder
+    trainable = [name for name, p in partly.trunk.named_parameters() if p.requires_grad]
+    assert trainable and all(name == "position" or int(name.split(".")[0]) >= 6 for name in trainable)
+    with pytest.raises(ConfigError, match="fine_tune_from"):
+        tiny_model(fine_tune_from="layer9")
+    with pytest.raises(ConfigError, match="model.backbone"):
+        tiny_model(backbone="alexnet")
+    with pytest.raises(ConfigError, match="model.attention"):
+        tiny_model(attention="telepathy")
+
+
+def test_frozen_batchnorm_stays_in_eval_mode_while_training():
+    encoder = tiny_model(fine_tune_from="none").encoder.train()
+    assert all(not m.training for m in encoder.trunk.modules() if isinstance(m, torch.nn.BatchNorm2d))
+
+
+@pytest.mark.parametrize("backbone, size, dim", [("resnet50", 224, 2048), ("vgg16", 224, 512)])
+def test_torchvision_backbones_give_the_paper_grid(backbone, size, dim, tmp_path):
+    import torchvision
+
+    # A state_dict file stands in for downloaded ImageNet weights (no network here).
+    reference = torchvision.models.get_model(backbone, weights=None)
+    path = tmp_path / f"{backbone}.pt"
+    torch.save(reference.state_dict(), path)
+    model = Captioner(ModelConfig(backbone=backbone, weights=str(path), fine_tune_from="none", grid_size=14), 10)
+    first_conv = next(m for m in model.encoder.trunk.modules() if isinstance(m, torch.nn.Conv2d))
+    torch.testing.assert_close(first_conv.weight, next(m for m in reference.modules() if isinstance(m, torch.nn.Conv2d)).weight)
+    with torch.no_grad():
+        features = model.encoder(torch.randn(1, 3, size, size))
+    assert features.shape == (1, 196, dim)
+    assert model.encoder.frozen
+
+
+def test_weights_file_of_another_model_is_a_clear_error(tmp_path):
+    path = tmp_path / "other.pt"
+    torch.save({"conv.weight": torch.zeros(1)}, path)
+    with pytest.raises(ConfigError, match="other.pt"):
+        Captioner(ModelConfig(backbone="resnet50", weights=str(path)), 10)
+    with pytest.raises(ConfigError, match="model.weights"):
+        Captioner(ModelConfig(backbone="resnet50", weights=str(tmp_path / "nope.pt")), 10)
+
+
+def test_no_gate_and_no_deep_output_variants_run():
+    model = tiny_model(gate=False, deep_output=False)
+    logits, _ = model(torch.randn(1, 3, 64, 64), torch.tensor([[1, 5, 2]]))
+    assert logits.shape == (1, 2, 12) and math.isfinite(float(logits.detach().sum()))
