@@ -63,8 +63,9 @@ def caption_files(
     batch_size: int = 32,
     num_workers: int = 0,
     progress: bool = False,
+    generator: torch.Generator | None = None,
 ) -> Iterator[Captioned | Failed]:
-    """Captions `paths` in order, one result per path."""
+    """Captions `paths` in order, one result per path; `generator` seeds sampling."""
     device = next(model.parameters()).device
     loader = DataLoader(ImageFiles(list(paths), image_size), batch_size=batch_size, num_workers=num_workers, collate_fn=_collate)
     with tqdm(total=len(paths), desc="captioning", unit="img", disable=not progress) as bar:
@@ -77,7 +78,7 @@ def caption_files(
                 images = torch.stack([image for image, _, _ in good]).to(device)
                 with torch.inference_mode():
                     features = model.encoder(images)
-                for (_, i, size), hypotheses in zip(good, search(model.decoder, features, vocab, decode)):
+                for (_, i, size), hypotheses in zip(good, search(model.decoder, features, vocab, decode, generator)):
                     results[i] = Captioned(loader.dataset.paths[i], hypotheses, size)
             for _, i, _ in items:
                 yield results[i]

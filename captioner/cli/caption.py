@@ -1,0 +1,138 @@
+"""`caption` / `python infer.py`: caption image files, folders and globs from the shell.
+
+Plain output is `path<TAB>caption` per image (n lines per image with --n-best n); --json prints
+one JSON object per image. A file that cannot be read gets one error line on stderr (and a JSON
+object with "error"), the others are captioned, and the exit status is 1 when any failed.
+"""
+
+import argparse
+import glob
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+from captioner.checkpoint import CheckpointError, load_model
+from captioner.config import ConfigError
+from captioner.data.images import ImageError, load_image
+from captioner.decoding import LENGTH_PENALTIES, check_decode_config
+from captioner.inference import Failed, caption_files
+from captioner.training import resolve_device
+from captioner.visualize import save_attention
+
+BUNDLED_CHECKPOINT = Path(__file__).resolve().parents[2] / "assets" / "shapes_model.pt"
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description="Caption images with a Show, Attend and Tell model.")
+    parser.add_argument("paths", nargs="+", metavar="PATH", help="image files, folders (searched recursively) or globs")
+    parser.add_argument("--checkpoint", default=str(BUNDLED_CHECKPOINT), help="checkpoint file (default: the bundled shapes model)")
+    parser.add_argument("--beam-size", type=int, help="beams per image (1 = greedy; default: the checkpoint's)")
+    parser.add_argument("--length-penalty", choices=LENGTH_PENALTIES, help="how finished beams are ranked")
+    parser.add_argument("--max-length", type=int, help="words generated at most")
+    parser.add_argument("--n-best", type=int, default=1, help="captions per image, best first")
+    parser.add_argument("--sample", action="store_true", help="sample words instead of searching")
+    parser.add_argument("--temperature", type=float, default=1.0, help="sampling temperature")
+    parser.add_argument("--top-k", type=int, default=0, help="sampling: keep the k most likely words (0 = all)")
+    parser.add_argument("--top-p", type=float, default=1.0, help="sampling: nucleus probability mass")
+    parser.add_argument("--seed", type=int, default=0, help="sampling seed")
+    parser.add_argument("--batch-size", type=int, default=16, help="images per forward pass")
+    parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    parser.add_argument("--json", action="store_true", help="one JSON object per image")
+    parser.add_argument("--with-attention", action="store_true", help="--json: include each word's G x G attention map")
+    parser.add_argument("--attention-dir", type=Path, help="write a PNG grid and a GIF of the per-word overlays here")
+    return parser
+
+
+def expand_paths(patterns: list[str]) -> tuple[list[Path], list[str]]:
+    """Image files from files, folders and globs, in the given order; and error lines for patterns
+    that match nothing."""
+    paths, errors = [], []
+    for pattern in patterns:
+        path = Path(pattern)
+        if path.is_dir():
+            found = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+        elif path.exists():
+            found = [path]
+        else:
+            found = sorted(Path(p) for p in glob.glob(pattern, recursive=True) if Path(p).is_file())
+        if not found:
+            errors.append(f"cannot read image '{pattern}': no such file, or no image in that folder or glob")
+        paths += found
+    return paths, errors
+
+
+def _decode_config(config, args):
+    decode = config.decode
+    for key in ("beam_size", "length_penalty", "max_length"):
+        if getattr(args, key) is not None:
+            setattr(decode, key, getattr(args, key))
+    for key in ("n_best", "sample", "temperature", "top_k", "top_p"):
+        setattr(decode, key, getattr(args, key))
+    check_decode_config(decode)
+    return decode
+
+
+def _unique_stem(path: Path, used: set[str]) -> str:
+    stem, n = path.stem, 1
+    while stem in used:
+        n += 1
+        stem = f"{path.stem}_{n}"
+    used.add(stem)
+    return stem
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = get_args_parser().parse_args(argv)
+    try:
+        model, vocab, config, _ = load_model(args.checkpoint, resolve_device(args.device))
+        decode = _decode_config(config, args)
+    except (CheckpointError, ConfigError) as error:
+        sys.exit(f"error: {error}")
+    paths, errors = expand_paths(args.paths)
+    for message in errors:
+        _report_error(message, args.json)
+    failures, stems = len(errors), set()
+    results = caption_files(
+        model, vocab, paths, config.data.image_size, decode, batch_size=args.batch_size,
+        progress=len(paths) > 8, generator=torch.Generator().manual_seed(args.seed),
+    )
+    for result in results:
+        if isinstance(result, Failed):
+            failures += 1
+            _report_error(result.error, args.json, image=str(result.path))
+            continue
+        best = result.hypotheses[0]
+        words = vocab.decode(best.tokens)
+        if args.json:
+            row = {"image": str(result.path), "caption": " ".join(words), "score": best.score, "words": words}
+            if args.with_attention:
+                G = model.grid_size
+                row["attention"] = [alpha.reshape(G, G).tolist() for alpha in best.alphas]
+            if decode.n_best > 1:
+                row["n_best"] = [{"caption": " ".join(vocab.decode(h.tokens)), "score": h.score} for h in result.hypotheses]
+            print(json.dumps(row), flush=True)
+        else:
+            for hypothesis in result.hypotheses:
+                print(f"{result.path}\t{' '.join(vocab.decode(hypothesis.tokens))}", flush=True)
+        if args.attention_dir:
+            try:
+                image = load_image(result.path)
+            except ImageError as error:  # the file changed since it was captioned
+                failures += 1
+                _report_error(str(error), args.json, image=str(result.path))
+                continue
+            save_attention(image, words, best.alphas, args.attention_dir, _unique_stem(result.path, stems))
+    sys.exit(1 if failures else 0)
+
+
+def _report_error(message: str, as_json: bool, image: str | None = None) -> None:
+    print(f"error: {message}", file=sys.stderr, flush=True)
+    if as_json:
+        print(json.dumps({"image": image, "error": message}), flush=True)
+
+
+if __name__ == "__main__":
+    main()

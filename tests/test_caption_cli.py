@@ -1,0 +1,96 @@
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from captioner.cli.caption import main
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def images(shapes_dir, tmp_path):
+    """Two good images in a folder, plus a truncated one and a text file posing as an image."""
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for name in ("train_000001.jpg", "train_000002.jpg"):
+        (folder / name).write_bytes((shapes_dir / "images" / name).read_bytes())
+    good = (shapes_dir / "images" / "train_000003.jpg").read_bytes()
+    (tmp_path / "cut.jpg").write_bytes(good[: len(good) // 3])
+    (tmp_path / "notes.png").write_text("not an image")
+    return folder, tmp_path / "cut.jpg", tmp_path / "notes.png"
+
+
+def run(capsys, *args):
+    with pytest.raises(SystemExit) as exit_info:
+        main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return exit_info.value.code, out, err
+
+
+def test_plain_output_for_a_folder_and_a_glob(tiny_checkpoint, images, capsys):
+    folder, _, _ = images
+    code, out, _ = run(capsys, folder, str(folder / "*_000001.jpg"), "--checkpoint", tiny_checkpoint)
+    lines = [line.split("\t") for line in out.splitlines()]
+    assert code == 0
+    assert [Path(path).name for path, _ in lines] == ["train_000001.jpg", "train_000002.jpg", "train_000001.jpg"]
+    assert lines[0][1] == lines[2][1]  # the same image gets the same caption
+
+
+def test_bad_files_are_reported_and_the_rest_captioned(tiny_checkpoint, images, capsys):
+    folder, cut, notes = images
+    code, out, err = run(capsys, cut, folder / "train_000001.jpg", notes, "missing.jpg", "--checkpoint", tiny_checkpoint, "--json")
+    rows = [json.loads(line) for line in out.splitlines()]
+    assert code == 1
+    errors = {Path(row["image"]).name if row["image"] else None: row["error"] for row in rows if "error" in row}
+    assert set(errors) == {"cut.jpg", "notes.png", None}
+    assert "missing.jpg" in errors[None] and "cut.jpg" in errors["cut.jpg"]
+    captioned = [row for row in rows if "caption" in row]
+    assert [Path(row["image"]).name for row in captioned] == ["train_000001.jpg"]
+    assert err.count("error:") == 3
+
+
+def test_json_with_attention_maps(tiny_checkpoint, images, capsys):
+    folder, _, _ = images
+    code, out, _ = run(capsys, folder, "--checkpoint", tiny_checkpoint, "--json", "--with-attention", "--beam-size", "3")
+    assert code == 0
+    for row in map(json.loads, out.splitlines()):
+        assert row["caption"] == " ".join(row["words"])
+        assert row["score"] <= 0
+        attention = np.array(row["attention"])
+        assert attention.shape == (len(row["words"]), 4, 4)
+        np.testing.assert_allclose(attention.sum((1, 2)), 1.0, atol=1e-5)
+
+
+def test_n_best_and_attention_files(tiny_checkpoint, images, capsys, tmp_path):
+    folder, _, _ = images
+    out_dir = tmp_path / "overlays"
+    code, out, _ = run(capsys, folder, "--checkpoint", tiny_checkpoint, "--beam-size", "3", "--n-best", "2", "--attention-dir", out_dir)
+    assert code == 0
+    assert len(out.splitlines()) == 4
+    gif = Image.open(out_dir / "train_000001_attention.gif")
+    assert Image.open(out_dir / "train_000001_attention.png").format == "PNG" and gif.format == "GIF"
+
+
+def test_bad_options_and_checkpoints_are_clear_errors(tiny_checkpoint, images, capsys, tmp_path):
+    folder, _, _ = images
+    code, _, err = run(capsys, folder, "--checkpoint", tiny_checkpoint, "--n-best", "3")
+    assert "decode.n_best" in str(code)
+    bogus = tmp_path / "bogus.pt"
+    bogus.write_bytes(b"\0" * 10)
+    code, _, _ = run(capsys, folder, "--checkpoint", bogus)
+    assert "bogus.pt" in str(code)
+
+
+def test_infer_script_runs_as_a_program(tiny_checkpoint, images):
+    folder, _, _ = images
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "infer.py"), str(folder), "--checkpoint", str(tiny_checkpoint)],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert len(done.stdout.splitlines()) == 2
