@@ -79,3 +79,10 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu"):
         reason = str(error).strip().splitlines()[0]
         raise CheckpointError(f"checkpoint {path} does not match this captioner: {reason}") from None
     return model.to(device).eval(), vocab, config, state
+
+
+def export_model(source: str | os.PathLike, target: str | os.PathLike, meta: dict) -> None:
+    """A slim copy of a checkpoint for serving: weights, config and vocabulary, no optimizer or
+    RNG state, plus `meta` (name, training data, figures) shown by the demo page."""
+    state = load_checkpoint(source)
+    save_checkpoint(target, {key: state[key] for key in (*REQUIRED_KEYS, "epoch") if key in state} | {"meta": meta})

@@ -52,7 +52,8 @@ class ModelConfig:
 @dataclass
 class TrainConfig:
     epochs: int = 12  # passes over the training split
-    batch_size: int = 64  # images per step (one random reference caption each)
+    batch_size: int = 64  # images per optimizer step, over all processes and micro-batches
+    accumulate: int = 1  # micro-batches per optimizer step (gradient accumulation)
     lr_decoder: float = 4e-3  # Adam learning rate of the decoder
     lr_encoder: float = 1e-3  # Adam learning rate of the trainable encoder layers
     weight_decay: float = 0.0  # Adam weight decay
@@ -66,7 +67,9 @@ class TrainConfig:
     patience: int = 0  # stop after this many epochs without improvement (0 = never)
     val_images: int = 500  # validation images decoded per epoch (0 = the whole split)
     seed: int = 0  # seeds python, numpy and torch
-    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    device: str = "auto"  # auto | cpu | cuda | cuda:N (under torchrun: each process its own GPU)
+    amp: str = "auto"  # mixed precision: auto (bf16, or fp16 + grad scaler, on GPUs; off on CPU) | off | bf16 | fp16
+    compile: bool = False  # torch.compile the model (slow start, faster steps on GPUs)
     out_dir: str = "runs/shapes"  # run folder: config, metrics.jsonl, checkpoints
 
 

@@ -147,11 +147,6 @@ def sample(
     return _one_path(decoder, features, vocab, config, draw)
 
 
-def _expand_beams(x: torch.Tensor, K: int) -> torch.Tensor:
-    """(B, ...) -> (B*K, ...), rows b*K + k; a view without a copy when B == 1."""
-    return x.unsqueeze(1).expand(x.shape[0], K, *x.shape[1:]).reshape(-1, *x.shape[1:])
-
-
 @torch.inference_mode()
 def beam_search(decoder: Decoder, features: torch.Tensor, vocab: Vocab, config: DecodeConfig) -> list[list[Hypothesis]]:
     """The n-best hypotheses of each image of features (B, P, D), best first, by beam search
@@ -160,9 +155,10 @@ def beam_search(decoder: Decoder, features: torch.Tensor, vocab: Vocab, config: 
     B, P, _ = features.shape
     K, T, n = config.beam_size, config.max_length, config.n_best
     device, inf = features.device, float("-inf")
-    h, c, keys = decoder.init_state(features)  # once per image: (B, H), (B, H), (B, P, A)
-    features, keys = _expand_beams(features, K), _expand_beams(keys, K)  # (B*K, P, D), (B*K, P, A)
-    h, c = _expand_beams(h, K).contiguous(), _expand_beams(c, K).contiguous()  # (B*K, H)
+    # The keys are computed once per image; features and keys stay (B, P, ...): the decoder's
+    # attention shares them among the K beams of each image (rows b*K + k of h, c and words).
+    h, c, keys = decoder.init_state(features)  # (B, H), (B, H), (B, P, A)
+    h, c = h.repeat_interleave(K, 0), c.repeat_interleave(K, 0)  # (B*K, H)
     scores = torch.zeros(B, K, device=device)  # log-probs of the live beams; -inf: no beam
     scores[:, 1:] = inf
     words = torch.full((B * K,), vocab.start, dtype=torch.long, device=device)

@@ -208,33 +208,43 @@ def _coco_image_id(image_id: str) -> int | str:
     return image_id
 
 
-def evaluate_model(
-    model: Captioner, vocab: Vocab, records: list[ImageRecord], config: Config, meteor: bool = True, spice: bool = False
-) -> tuple[dict[str, float], dict[str, str]]:
-    """Decodes `records` with `config.decode` and scores the captions: (metrics, captions by id).
-
-    Metrics are `caption_metrics` plus "pointing_accuracy" where the records have object boxes, and
-    "images" / "failed" counts. Unreadable images are reported on stderr and left out of the scores.
-    """
+def predict_records(model: Captioner, vocab: Vocab, records: list[ImageRecord], config: Config) -> dict:
+    """Decodes `records` with `config.decode`: {"captions": {id: caption}, "pointing": [(hits, scored)],
+    "failed": count}. Unreadable images are reported on stderr and left out."""
     was_training = model.training
     model.eval()
-    captions, counts, failed = {}, [], 0
+    predictions = {"captions": {}, "pointing": [], "failed": 0}
     results = caption_files(model, vocab, [r.path for r in records], config.data.image_size, config.decode,
                             batch_size=config.train.batch_size, num_workers=config.data.num_workers)
     for record, result in zip(records, results):
         if isinstance(result, Failed):
             print(f"error: {result.error}; skipped", file=sys.stderr)
-            failed += 1
+            predictions["failed"] += 1
             continue
         best = result.hypotheses[0]
         words = vocab.decode(best.tokens)
-        captions[record.image_id] = " ".join(words)
+        predictions["captions"][record.image_id] = " ".join(words)
         if record.objects:
-            counts.append(pointing_hits(words, best.alphas, record.objects, model.grid_size, *result.size))
+            predictions["pointing"].append(pointing_hits(words, best.alphas, record.objects, model.grid_size, *result.size))
     model.train(was_training)
+    return predictions
+
+
+def score_predictions(predictions: dict, records: list[ImageRecord], meteor: bool = True, spice: bool = False) -> dict:
+    """`caption_metrics` of `predict_records`' output, plus "pointing_accuracy" where the records
+    have object boxes, and the "images" / "failed" counts."""
+    captions = predictions["captions"]
     references = {r.image_id: r.captions for r in records if r.image_id in captions}
     metrics = caption_metrics(captions, references, spice=spice, meteor=meteor) if captions else {}
-    if counts:
-        metrics["pointing_accuracy"] = pointing_accuracy(counts)
-    metrics.update(images=len(captions), failed=failed)
-    return metrics, captions
+    if predictions["pointing"]:
+        metrics["pointing_accuracy"] = pointing_accuracy(predictions["pointing"])
+    metrics.update(images=len(captions), failed=predictions["failed"])
+    return metrics
+
+
+def evaluate_model(
+    model: Captioner, vocab: Vocab, records: list[ImageRecord], config: Config, meteor: bool = True, spice: bool = False
+) -> tuple[dict[str, float], dict[str, str]]:
+    """Decodes and scores `records`: (metrics, captions by image id)."""
+    predictions = predict_records(model, vocab, records, config)
+    return score_predictions(predictions, records, meteor, spice), predictions["captions"]

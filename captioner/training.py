@@ -1,8 +1,14 @@
 """The training loop: Adam with separate encoder/decoder learning rates, a warm-up + schedule,
-gradient clipping, validation by really decoding captions, early stopping, atomic checkpoints and
-exact resume (model, optimizer, scheduler, epoch, RNG and best score).
+gradient clipping and accumulation, mixed precision on GPUs, DistributedDataParallel under torchrun,
+validation by really decoding captions, early stopping, atomic checkpoints and exact resume (model,
+optimizer, scheduler, epoch, RNG and best score).
+
+A step's batch is `train.batch_size` images over all processes and micro-batches, drawn by one
+seeded DistributedSampler, and the loss is divided by the step's token count over all of them, so
+N processes (or N micro-batches) give the same update as one big batch.
 """
 
+import contextlib
 import json
 import math
 import random
@@ -13,16 +19,19 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, RandomSampler
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
+from captioner import distributed
 from captioner.checkpoint import checkpoint_state, load_checkpoint, save_checkpoint
 from captioner.config import Config, ConfigError, TrainConfig, config_from_dict, save_config
-from captioner.data.dataset import CaptionDataset, collate
+from captioner.data.dataset import CaptionDataset, ImageInput, collate
+from captioner.data.feature_cache import FeatureCache
 from captioner.data.readers import read_split
-from captioner.evaluation import evaluate_model
+from captioner.evaluation import predict_records, score_predictions
 from captioner.model.captioner import Captioner
-from captioner.model.loss import caption_loss
+from captioner.model.loss import loss_terms
 from captioner.vocab import Vocab, build_vocab
 
 
@@ -38,8 +47,20 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def autocast_dtype(amp: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype for `train.amp` on `device`, or None for full precision."""
+    if amp == "auto":
+        if device.type != "cuda":
+            return None
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    choices = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+    if amp not in choices:
+        raise ConfigError(f"train.amp: unknown '{amp}'; known: auto, off, bf16, fp16")
+    return choices[amp]
+
+
 def build_optimizer(model: Captioner, config: TrainConfig) -> torch.optim.Adam:
-    groups = [{"params": [p for p in model.decoder.parameters()], "lr": config.lr_decoder}]
+    groups = [{"params": list(model.decoder.parameters()), "lr": config.lr_decoder}]
     encoder_params = [p for p in model.encoder.parameters() if p.requires_grad]
     if encoder_params:
         groups.append({"params": encoder_params, "lr": config.lr_encoder})
@@ -60,29 +81,80 @@ def lr_factor(step: int, total_steps: int, steps_per_epoch: int, config: TrainCo
     raise ConfigError(f"train.schedule: unknown '{config.schedule}'; known: cosine, step, constant")
 
 
-def train_one_epoch(model, loader, optimizer, scheduler, config: Config, vocab: Vocab, epoch: int) -> dict:
-    model.train()
-    device = next(model.parameters()).device
-    totals = {"loss": 0.0, "cross_entropy": 0.0, "penalty": 0.0}
-    batches = 0
-    bar = tqdm(loader, desc=f"epoch {epoch + 1}/{config.train.epochs}", unit="batch", leave=False)
+class Stepper:
+    """One optimizer step over `accumulate` micro-batches: forward under autocast, summed loss
+    terms, gradients scaled by the step's token count over all processes, clipping, Adam."""
+
+    def __init__(self, model, optimizer, scheduler, config: Config, pad_id: int, dtype: torch.dtype | None, world: int):
+        self.model, self.optimizer, self.scheduler = model, optimizer, scheduler
+        self.config, self.pad_id, self.dtype, self.world = config, pad_id, dtype, world
+        self.scaler = torch.amp.GradScaler(enabled=dtype == torch.float16)
+        self.params = [p for group in optimizer.param_groups for p in group["params"]]
+
+    def __call__(self, micro_batches: list) -> torch.Tensor:
+        """Returns (summed NLL, summed penalty, tokens, sentences) of the step over all processes."""
+        totals = torch.zeros(4)
+        for i, (inputs, captions) in enumerate(micro_batches):
+            last = i == len(micro_batches) - 1
+            # DDP averages gradients over processes at the last micro-batch only.
+            sync = contextlib.nullcontext() if last or not hasattr(self.model, "no_sync") else self.model.no_sync()
+            with sync:
+                device_type = inputs.device.type
+                with torch.autocast(device_type, dtype=self.dtype or torch.float32, enabled=self.dtype is not None):
+                    logits, alphas = self.model(inputs, captions)
+                nll, penalty, tokens = loss_terms(logits, alphas, captions[:, 1:], self.pad_id)
+                self.scaler.scale(nll + self.config.train.alpha_c * penalty).backward()
+            totals += torch.stack([nll.detach().cpu(), penalty.detach().cpu(), tokens.cpu().float(), torch.tensor(float(len(captions)))])
+        distributed.sum_tensor(totals)
+        self.scaler.unscale_(self.optimizer)
+        for p in self.params:  # mean over processes of summed losses -> sum over the step / its tokens
+            if p.grad is not None:
+                p.grad.mul_(self.world / totals[2].item())
+        if self.config.train.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(self.params, self.config.train.grad_clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scheduler.step()
+        return totals
+
+
+def train_one_epoch(stepper: Stepper, loader, config: Config, epoch: int, show: bool) -> dict:
+    stepper.model.train()
+    device = next(stepper.model.parameters()).device
+    totals = torch.zeros(4)
+    micro_batches = []
+    bar = tqdm(loader, desc=f"epoch {epoch + 1}/{config.train.epochs}", unit="batch", leave=False, disable=not show)
     for batch in bar:
-        if batch is None:  # every image of the batch was unreadable
-            continue
-        images, captions, _ = (t.to(device, non_blocking=True) for t in batch)
-        logits, alphas = model(images, captions)
-        loss, nll, penalty = caption_loss(logits, alphas, captions[:, 1:], vocab.pad, config.train.alpha_c)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if config.train.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), config.train.grad_clip)
-        optimizer.step()
-        scheduler.step()
-        for key, value in zip(totals, (loss.detach(), nll, penalty)):
-            totals[key] += float(value)
-        batches += 1
-        bar.set_postfix(loss=f"{totals['loss'] / batches:.3f}")
-    return {f"train_{key}": value / max(1, batches) for key, value in totals.items()}
+        if batch is not None:  # None: every image of the micro-batch was unreadable
+            inputs, captions, _ = batch
+            micro_batches.append((inputs.to(device, non_blocking=True), captions.to(device, non_blocking=True)))
+        if len(micro_batches) == config.train.accumulate:
+            totals += stepper(micro_batches)
+            micro_batches = []
+            bar.set_postfix(loss=f"{(totals[0] + config.train.alpha_c * totals[1]) / totals[2]:.3f}")
+    nll, penalty, tokens, sentences = totals.tolist()
+    tokens = max(tokens, 1.0)
+    return {
+        "train_loss": (nll + config.train.alpha_c * penalty) / tokens,
+        "train_cross_entropy": nll / tokens,
+        "train_penalty": penalty / max(sentences, 1.0),
+    }
+
+
+def validate(model: Captioner, vocab: Vocab, records: list, config: Config, process: distributed.Process) -> dict:
+    """Each process decodes its share of `records`; rank 0 scores them all; every rank gets the metrics."""
+    shard = predict_records(model, vocab, records[process.rank :: process.world], config)
+    shards = distributed.gather(shard, process)
+    metrics = None
+    if process.is_main:
+        merged = {"captions": {}, "pointing": [], "failed": 0}
+        for part in shards:
+            merged["captions"].update(part["captions"])
+            merged["pointing"] += part["pointing"]
+            merged["failed"] += part["failed"]
+        metrics = score_predictions(merged, records, meteor=False)  # METEOR's JVM start costs ~10 s
+    return distributed.broadcast(metrics, process)
 
 
 def _rng_state() -> dict:
@@ -123,38 +195,60 @@ def _prepare_run(config: Config, resume: Path | None):
     return config, vocab, model, run_dir, state
 
 
+def _train_loader(config: Config, model: Captioner, vocab: Vocab, process: distributed.Process, device: torch.device):
+    records = read_split(config.data, "train")
+    if config.data.feature_cache:
+        if not model.encoder.frozen:
+            raise ConfigError("data.feature_cache needs a frozen encoder: set model.fine_tune_from=none")
+        inputs = FeatureCache(config, "train", records)
+    else:
+        inputs = ImageInput(records, config.data.image_size)
+    dataset = CaptionDataset(records, inputs, vocab, config.data.max_caption_tokens, config.train.seed)
+    parts = process.world * config.train.accumulate
+    if config.train.batch_size % parts:
+        raise ConfigError(
+            f"train.batch_size ({config.train.batch_size}) must be divisible by processes x train.accumulate ({parts})"
+        )
+    sampler = DistributedSampler(
+        dataset, num_replicas=process.world, rank=process.rank, shuffle=True, seed=config.train.seed, drop_last=True
+    )
+    loader = DataLoader(
+        dataset,
+        batch_size=config.train.batch_size // parts,
+        sampler=sampler,
+        num_workers=config.data.num_workers,
+        collate_fn=partial(collate, pad_id=vocab.pad),
+        pin_memory=device.type == "cuda",
+        drop_last=True,
+    )
+    if len(loader) < config.train.accumulate:
+        raise ConfigError(f"train.batch_size ({config.train.batch_size}) is larger than the training split")
+    return loader, dataset, sampler
+
+
 def train(config: Config, resume: str | Path | None = None, stop_after_epoch: int | None = None) -> Path:
     """Trains per `config` (or continues the run in folder `resume`); returns the run folder.
 
     `stop_after_epoch` ends the run early after that many epochs, as if interrupted there.
+    Under torchrun every process calls this; rank 0 alone writes files and prints.
     """
     seed_everything(config.train.seed)
     config, vocab, model, run_dir, state = _prepare_run(config, resume)
-    device = resolve_device(config.train.device)
+    process, device = distributed.start(resolve_device(config.train.device))
     model.to(device)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    save_config(config, run_dir / "config.yaml")
+    if process.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        save_config(config, run_dir / "config.yaml")
 
-    train_set = CaptionDataset(
-        read_split(config.data, "train"), vocab, config.data.image_size, config.data.max_caption_tokens, config.train.seed
-    )
+    loader, dataset, sampler = _train_loader(config, model, vocab, process, device)
     val_records = read_split(config.data, "val")
     if config.train.val_images:
         val_records = val_records[: config.train.val_images]
-    generator = torch.Generator()
-    loader = DataLoader(
-        train_set,
-        batch_size=config.train.batch_size,
-        sampler=RandomSampler(train_set, generator=generator),
-        num_workers=config.data.num_workers,
-        collate_fn=partial(collate, pad_id=vocab.pad),
-        pin_memory=device.type == "cuda",
-        drop_last=len(train_set) > config.train.batch_size,
-    )
     optimizer = build_optimizer(model, config.train)
-    total_steps = config.train.epochs * len(loader)
+    steps_per_epoch = len(loader) // config.train.accumulate
     scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, partial(lr_factor, total_steps=total_steps, steps_per_epoch=len(loader), config=config.train)
+        optimizer,
+        partial(lr_factor, total_steps=config.train.epochs * steps_per_epoch, steps_per_epoch=steps_per_epoch, config=config.train),
     )
     start_epoch, best, stale = 0, -math.inf, 0
     if state is not None:
@@ -163,45 +257,56 @@ def train(config: Config, resume: str | Path | None = None, stop_after_epoch: in
         _set_rng_state(state["rng"])
         start_epoch, best, stale = state["epoch"], state["best_score"], state["stale_epochs"]
 
+    trained = DistributedDataParallel(model) if process.world > 1 else model
+    if config.train.compile:
+        trained = torch.compile(trained)
+    stepper = Stepper(trained, optimizer, scheduler, config, vocab.pad, autocast_dtype(config.train.amp, device), process.world)
+
     def save(name: str, epoch: int) -> None:
-        extra = dict(epoch=epoch, best_score=best, stale_epochs=stale, rng=_rng_state())
-        extra.update(optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict())
-        save_checkpoint(run_dir / name, checkpoint_state(model, config, vocab, **extra))
+        if process.is_main:
+            extra = dict(epoch=epoch, best_score=best, stale_epochs=stale, rng=_rng_state())
+            extra.update(optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict())
+            save_checkpoint(run_dir / name, checkpoint_state(model, config, vocab, **extra))
 
     metric = config.train.early_stop_metric
     epoch = start_epoch
     try:
         for epoch in range(start_epoch, config.train.epochs):
             started = time.perf_counter()
-            train_set.set_epoch(epoch)
-            generator.manual_seed(config.train.seed * 100_003 + epoch)
-            row = {"epoch": epoch + 1, **train_one_epoch(model, loader, optimizer, scheduler, config, vocab, epoch)}
+            dataset.set_epoch(epoch)
+            sampler.set_epoch(epoch)
+            row = {"epoch": epoch + 1, **train_one_epoch(stepper, loader, config, epoch, process.is_main)}
             row["lr_decoder"] = scheduler.get_last_lr()[0]
-            row["val"] = evaluate_model(model, vocab, val_records, config, meteor=False)[0]
+            row["val"] = validate(model, vocab, val_records, config, process)
             row["seconds"] = round(time.perf_counter() - started, 1)
             score = row["val"].get(metric, math.nan)
             improved = score > best
             best, stale = (score, 0) if improved else (best, stale + 1)
-            with open(run_dir / "metrics.jsonl", "a") as f:
-                f.write(json.dumps(row) + "\n")
+            if process.is_main:
+                with open(run_dir / "metrics.jsonl", "a") as f:
+                    f.write(json.dumps(row) + "\n")
+                print(_summary(row, improved), file=sys.stderr)
             save("checkpoint_last.pt", epoch + 1)
             if improved:
                 save("checkpoint_best.pt", epoch + 1)
-            print(_summary(row, metric, improved), file=sys.stderr)
             if config.train.patience and stale >= config.train.patience:
-                print(f"early stop: no {metric} gain in {stale} epochs", file=sys.stderr)
+                if process.is_main:
+                    print(f"early stop: no {metric} gain in {stale} epochs", file=sys.stderr)
                 break
             if stop_after_epoch is not None and epoch + 1 >= stop_after_epoch:
                 break
     except KeyboardInterrupt:
         # The interrupted epoch restarts from its beginning on resume, with the weights saved here.
         save("checkpoint_last.pt", epoch)
-        print(f"\ninterrupted: saved {run_dir / 'checkpoint_last.pt'}; continue with --resume {run_dir}", file=sys.stderr)
+        if process.is_main:
+            print(f"\ninterrupted: saved {run_dir / 'checkpoint_last.pt'}; continue with --resume {run_dir}", file=sys.stderr)
         raise
+    finally:
+        distributed.stop()
     return run_dir
 
 
-def _summary(row: dict, metric: str, improved: bool) -> str:
+def _summary(row: dict, improved: bool) -> str:
     val = " ".join(f"{k}={v:.1f}" for k, v in row["val"].items() if isinstance(v, float))
     mark = " *best*" if improved else ""
     return f"epoch {row['epoch']}: loss={row['train_loss']:.3f} {val} ({row['seconds']}s){mark}"

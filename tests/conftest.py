@@ -50,3 +50,58 @@ def tiny_checkpoint(shapes_dir, tmp_path_factory):
     config = load_config(None, [f"train.out_dir={run}", *TINY_OVERRIDES, f"data.root={shapes_dir}"])
     train(config)
     return run / "checkpoint_best.pt"
+
+
+# --- The demo page (tests/test_app.py, tests/test_app_browser.py) ---------------------------------
+
+
+@pytest.fixture(scope="session")
+def app_checkpoint(request):
+    """The checkpoint the app tests serve: $CAPTIONER_APP_CHECKPOINT (e.g. the bundled model, for the
+    README screenshot) when set, else the tiny trained one."""
+    from pathlib import Path
+
+    path = os.environ.get("CAPTIONER_APP_CHECKPOINT")
+    return Path(path) if path else request.getfixturevalue("tiny_checkpoint")
+
+
+@pytest.fixture(scope="session")
+def caption_demo(app_checkpoint):
+    """The loaded model and handlers behind the page; the served page uses this very object."""
+    from captioner.demo_handlers import CaptionDemo
+
+    return CaptionDemo.from_checkpoint(app_checkpoint)
+
+
+@pytest.fixture(scope="session")
+def example_dir(tmp_path_factory):
+    """Two example scenes (and a file that is not an example) for the page's Examples block."""
+    import numpy as np
+
+    from captioner.demo_handlers import random_scene
+
+    folder = tmp_path_factory.mktemp("examples")
+    for name, seed in (("b_scene.png", 2), ("a_scene.jpg", 1)):
+        random_scene(np.random.default_rng(seed)).save(folder / name)
+    (folder / "notes.txt").write_text("not an example")
+    return folder
+
+
+@pytest.fixture(scope="session")
+def app_url(caption_demo, example_dir, tmp_path_factory):
+    """The page served in-process on a free 127.0.0.1 port, launched once per session."""
+    import socket
+
+    from captioner.app import create_demo, launch
+
+    with pytest.MonkeyPatch.context() as env:
+        # Both are read when components and Examples are built, so they are set before create_demo.
+        env.setenv("GRADIO_TEMP_DIR", str(tmp_path_factory.mktemp("gradio_tmp")))
+        env.setenv("GRADIO_EXAMPLES_CACHE", str(tmp_path_factory.mktemp("gradio_examples")))
+        page = create_demo(demo=caption_demo, examples_dir=example_dir)
+        with socket.socket() as s:  # launch(server_port=0) fails gradio's own health check
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        launch(page, port=port, prevent_thread_lock=True, quiet=True)
+        yield page.local_url
+        page.close()

@@ -27,13 +27,14 @@ P, D = 16, 16
 
 
 def make_decoder(end_bias: float = 0.0, seed: int = 0):
-    torch.manual_seed(seed)
+    """A decoder whose weights depend only on `seed`; end_bias > 0 makes hypotheses end sooner."""
     config = ModelConfig(backbone="small", small_channels=D, grid_size=4, embed_dim=16, attention_dim=16, decoder_dim=32)
     decoder = Captioner(config, len(VOCAB)).decoder.eval()
+    generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for parameter in decoder.parameters():
-            parameter.normal_(0, 0.5)
-        decoder.out.bias[VOCAB.end] += end_bias  # > 0: hypotheses end sooner
+            parameter.copy_(0.5 * torch.randn(parameter.shape, generator=generator))
+        decoder.out.bias[VOCAB.end] += end_bias
     return decoder
 
 
@@ -53,12 +54,12 @@ def one_thread():
 
 @pytest.fixture(scope="module")
 def decoder():
-    return make_decoder()
+    return make_decoder(seed=2)
 
 
 @pytest.fixture(scope="module")
 def biased_decoder():
-    return make_decoder(end_bias=1.0, seed=2)
+    return make_decoder(end_bias=2.0, seed=0)
 
 
 def assert_same(got, expected):
@@ -118,7 +119,7 @@ def test_result_does_not_depend_on_batch_size_or_order(decoder):
 
 
 def test_early_stop_saves_steps_without_changing_the_result():
-    decoder = make_decoder(end_bias=2.0, seed=2)
+    decoder = make_decoder(end_bias=2.0, seed=3)
     features = make_features(5, seed=5)
     config = DecodeConfig(beam_size=3, max_length=30, n_best=2)
     steps = []
@@ -128,6 +129,43 @@ def test_early_stop_saves_steps_without_changing_the_result():
     del decoder.step
     assert len(steps) < 10  # stopped long before max_length
     assert_same(got, reference_beam.reference_beam_search(decoder, features, VOCAB, config))
+
+
+class MarkovDecoder(torch.nn.Module):
+    """A stand-in decoder whose next-word log-probs depend only on the previous word."""
+
+    def __init__(self, probs: torch.Tensor):  # (V, V): row = previous word
+        super().__init__()
+        self.table = probs.log()
+
+    def init_state(self, features):
+        zeros = features.new_zeros(features.shape[0], 1)
+        return zeros, zeros, features
+
+    def step(self, features, keys, words, h, c):
+        P = features.shape[1]
+        return self.table[words].clone(), features.new_full((len(words), P), 1 / P), h, c
+
+
+def test_early_stop_is_exact():
+    # From <start>: w4 (0.45) or <end> (0.40); after w4, <end> is near certain. Stopping while the
+    # live "w4" (-0.80) is still above the finished "" (-0.92) would miss the best caption "w4 <end>".
+    V, w4 = len(VOCAB), 4
+    probs = torch.linspace(1, 2, V).repeat(V, 1)  # distinct, so that no two words tie
+    probs[VOCAB.start, [VOCAB.end, w4]] = 0
+    probs[VOCAB.start] *= 0.15 / probs[VOCAB.start].sum()
+    probs[VOCAB.start, VOCAB.end], probs[VOCAB.start, w4] = 0.40, 0.45
+    probs[w4] *= 0.01 / (probs[w4].sum() - probs[w4, VOCAB.end])
+    probs[w4, VOCAB.end] = 0.99
+    decoder = MarkovDecoder(probs)
+    steps = []
+    decoder.step = lambda *args, step=decoder.step: steps.append(1) or step(*args)
+    config = DecodeConfig(beam_size=2, max_length=10, suppress_unk=False)
+    got = beam_search(decoder, torch.zeros(3, P, D), VOCAB, config)
+    assert [hypotheses[0].tokens for hypotheses in got] == [[w4]] * 3
+    assert got[0][0].score == pytest.approx(float(probs[VOCAB.start, w4].log() + probs[w4, VOCAB.end].log()))
+    assert len(steps) == 2  # and then stopped: nothing live can beat it
+    assert_same(got, reference_beam.reference_beam_search(decoder, torch.zeros(3, P, D), VOCAB, config))
 
 
 @pytest.mark.parametrize("max_length", [3, 12])

@@ -1,8 +1,10 @@
 """The torch Dataset over ImageRecords, and the collate function that pads captions.
 
-Training draws one reference caption per image per epoch, chosen by (seed, epoch, index) so a
-resumed run sees exactly the captions an uninterrupted one would. An unreadable image is reported
-once, by name, and dropped from its batch; the rest of the batch goes on.
+An item's input is the preprocessed image, or its cached encoder features when training reads a
+feature cache (`ImageInput` or `captioner.data.feature_cache.FeatureCache`). Training draws one
+reference caption per image per epoch, chosen by (seed, epoch, index) so a resumed run sees exactly
+the captions an uninterrupted one would. An unreadable image is reported once, by name, and dropped
+from its batch; the rest of the batch goes on.
 """
 
 import sys
@@ -16,13 +18,31 @@ from captioner.data.records import ImageRecord
 from captioner.vocab import Vocab
 
 
-class CaptionDataset(Dataset):
-    """Items are (image (3, S, S), caption ids (L,), index); None for an unreadable image."""
+class ImageInput:
+    """index -> the preprocessed image (3, S, S) of records[index], or None when unreadable."""
 
-    def __init__(self, records: list[ImageRecord], vocab: Vocab, image_size: int, max_tokens: int, seed: int = 0):
+    def __init__(self, records: list[ImageRecord], image_size: int):
         self.records = records
-        self.vocab = vocab
         self.image_size = image_size
+
+    def __getitem__(self, index: int) -> torch.Tensor | None:
+        try:
+            return preprocess(load_image(self.records[index].path), self.image_size)
+        except ImageError as error:
+            print(f"error: {error}; skipped", file=sys.stderr)
+            return None
+
+
+class CaptionDataset(Dataset):
+    """Items are (input, caption ids (L,), index), or None when the input cannot be read.
+
+    `inputs[index]` gives the input of records[index]: an ImageInput or a FeatureCache.
+    """
+
+    def __init__(self, records: list[ImageRecord], inputs, vocab: Vocab, max_tokens: int, seed: int = 0):
+        self.records = records
+        self.inputs = inputs
+        self.vocab = vocab
         self.max_tokens = max_tokens
         self.seed = seed
         self.epoch = 0
@@ -39,19 +59,15 @@ class CaptionDataset(Dataset):
         return torch.tensor(self.vocab.encode(captions[pick], self.max_tokens))
 
     def __getitem__(self, index: int):
-        try:
-            image = load_image(self.records[index].path)
-        except ImageError as error:
-            print(f"error: {error}; skipped", file=sys.stderr)
-            return None
-        return preprocess(image, self.image_size), self.caption_ids(index), index
+        x = self.inputs[index]
+        return None if x is None else (x, self.caption_ids(index), index)
 
 
 def collate(items, pad_id: int):
-    """Stacks images (B, 3, S, S), pads captions to (B, L) with pad_id, and keeps the indices (B,)."""
+    """Stacks inputs (B, ...), pads captions to (B, L) with pad_id, and keeps the indices (B,)."""
     items = [item for item in items if item is not None]
     if not items:
         return None
-    images, captions, indices = zip(*items)
+    inputs, captions, indices = zip(*items)
     padded = torch.nn.utils.rnn.pad_sequence(captions, batch_first=True, padding_value=pad_id)
-    return torch.stack(images), padded, torch.tensor(indices)
+    return torch.stack(inputs), padded, torch.tensor(indices)

@@ -14,7 +14,13 @@ from captioner.config import ConfigError
 
 
 class Attention(nn.Module):
-    """Interface: `prepare` the features once, then score them against each decoder state."""
+    """Interface: `prepare` the features once, then score them against each decoder state.
+
+    `forward(keys, features, h)` takes the keys (B, P, A) and features (B, P, D) of B images and
+    K >= 1 decoder states per image, h (B*K, H) in rows b*K + k (K = 1 in training and greedy
+    decoding; the K beams of beam search share their image's keys and features, never copied).
+    It returns the contexts z (B*K, D) and the weights alpha (B*K, P).
+    """
 
     def prepare(self, features: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
@@ -37,10 +43,13 @@ class AdditiveAttention(Attention):
         return self.feature_proj(features)  # (B, P, A)
 
     def forward(self, keys, features, h):
-        e = self.score(torch.tanh(keys + self.hidden_proj(h).unsqueeze(1))).squeeze(-1)  # (B, P)
-        alpha = e.softmax(-1)  # (B, P)
-        z = torch.bmm(alpha.unsqueeze(1), features).squeeze(1)  # (B, D)
-        return z, alpha
+        B, P, A = keys.shape
+        query = self.hidden_proj(h).view(B, -1, 1, A)  # (B, K, 1, A)
+        # tanh in place: the (B, K, P, A) sum is the largest tensor of a decoding step.
+        e = self.score((keys.unsqueeze(1) + query).tanh_()).squeeze(-1)  # (B, K, P)
+        alpha = e.softmax(-1)  # (B, K, P)
+        z = torch.bmm(alpha, features)  # (B, K, D)
+        return z.view(-1, features.shape[-1]), alpha.view(-1, P)
 
 
 ATTENTIONS = {"additive": AdditiveAttention}

@@ -15,6 +15,8 @@ class Captioner(nn.Module):
         self.decoder = Decoder(vocab_size, self.encoder.feature_dim, config)
         self.grid_size = config.grid_size
 
-    def forward(self, images: torch.Tensor, captions: torch.Tensor):
-        """images (B, 3, H, W), captions (B, T+1) -> logits (B, T, V), alphas (B, T, P)."""
-        return self.decoder(self.encoder(images), captions)
+    def forward(self, inputs: torch.Tensor, captions: torch.Tensor):
+        """inputs: images (B, 3, H, W), or cached features (B, P, D) of a frozen encoder;
+        captions (B, T+1) -> logits (B, T, V), alphas (B, T, P)."""
+        features = self.encoder(inputs) if inputs.dim() == 4 else inputs
+        return self.decoder(features, captions)

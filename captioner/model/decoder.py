@@ -59,7 +59,11 @@ class Decoder(nn.Module):
         return self.out(self.dropout(h))
 
     def step(self, features, keys, words, h, c):
-        """One decoding step for the previous words (B,): log-probs (B, V), alpha (B, P), h, c."""
+        """One decoding step for the previous words (N,): log-probs (N, V), alpha (N, P), h, c.
+
+        N = B*K: words, h and c may hold K rows per image of features/keys (B, ...), in rows
+        b*K + k, as beam search does; the attention shares each image's features among them.
+        """
         embedded = self.embedding(words)  # (B, E)
         h, c, z, alpha = self._recur(features, keys, self.embed_gates(embedded), h, c)
         return self._logits(embedded, h, z).log_softmax(-1), alpha, h, c

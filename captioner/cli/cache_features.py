@@ -1,0 +1,45 @@
+"""`captioner-cache-features`: run a frozen encoder once over a dataset and store its features."""
+
+import argparse
+import sys
+
+
+from captioner.cli import add_config_arguments
+from captioner.config import ConfigError, load_config
+from captioner.data.feature_cache import build_feature_cache
+from captioner.data.readers import read_split
+from captioner.data.records import SPLITS, AnnotationError
+from captioner.model.encoder import Encoder
+from captioner.training import resolve_device
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        description="Cache the encoder features of a dataset (frozen encoders only); training reads them "
+        "when data.feature_cache names the folder. Interrupted runs continue where they stopped."
+    )
+    add_config_arguments(parser)
+    parser.add_argument("--splits", nargs="+", default=["train"], choices=SPLITS, help="splits to cache (default: train)")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = get_args_parser().parse_args(argv)
+    try:
+        config = load_config(args.config, args.overrides)
+        if not config.data.feature_cache:
+            raise ConfigError("data.feature_cache is empty: name the cache folder, e.g. --set data.feature_cache=cache/coco")
+        encoder = Encoder(config.model).to(resolve_device(args.device)).eval()
+        for split in args.splits:
+            path = build_feature_cache(encoder, config, split, read_split(config.data, split), args.batch_size)
+            print(path)
+    except (ConfigError, AnnotationError) as error:
+        sys.exit(f"error: {error}")
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,112 @@
+"""The encoder feature cache: a frozen encoder is run once over a dataset, not on every batch.
+
+Each split is stored as `<split>.npy`, a float16 (N, P, D) array read through a memory map, next to
+`<split>.json`, its index: the encoder settings it was made with, the image ids in order, how many
+rows are done and which images could not be read. Writing goes in batches and the index is updated
+after each one, so an interrupted run continues where it stopped.
+"""
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from captioner.config import Config, ConfigError
+from captioner.data.records import ImageRecord
+from captioner.files import atomic_write
+from captioner.inference import ImageFiles
+
+
+def cache_key(config: Config) -> dict:
+    """The settings that determine the features; a cache made with others does not fit."""
+    m = config.model
+    return {
+        "backbone": m.backbone, "weights": m.weights, "grid_size": m.grid_size,
+        "small_channels": m.small_channels if m.backbone == "small" else None,
+        "image_size": config.data.image_size,
+    }
+
+
+def _paths(cache_dir: Path, split: str) -> tuple[Path, Path]:
+    return cache_dir / f"{split}.npy", cache_dir / f"{split}.json"
+
+
+def _check_index(index: dict, config: Config, records: list[ImageRecord], where: Path) -> None:
+    key = cache_key(config)
+    for name, value in key.items():
+        if index["key"].get(name) != value:
+            raise ConfigError(
+                f"feature cache {where} was made with {name}={index['key'].get(name)!r}, but the config has "
+                f"{value!r}; rebuild it with captioner-cache-features or set data.feature_cache to another folder"
+            )
+    if index["image_ids"] != [r.image_id for r in records]:
+        raise ConfigError(f"feature cache {where} holds other images than the dataset's split; rebuild it")
+
+
+@torch.inference_mode()
+def build_feature_cache(encoder, config: Config, split: str, records: list[ImageRecord], batch_size: int = 32) -> Path:
+    """Writes (or completes) the cache of one split under `config.data.feature_cache`."""
+    if not encoder.frozen:
+        raise ConfigError("the feature cache needs a frozen encoder: set model.fine_tune_from=none")
+    cache_dir = Path(config.data.feature_cache)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    array_path, index_path = _paths(cache_dir, split)
+    device = next(encoder.parameters()).device
+    P, D = config.model.grid_size**2, encoder.feature_dim
+    if index_path.exists() and array_path.exists():
+        index = json.loads(index_path.read_text())
+        _check_index(index, config, records, index_path)
+        array = np.load(array_path, mmap_mode="r+")
+    else:
+        index = {"key": cache_key(config), "image_ids": [r.image_id for r in records], "done": 0, "failed": []}
+        array = np.lib.format.open_memmap(array_path, mode="w+", dtype=np.float16, shape=(len(records), P, D))
+    files = ImageFiles([r.path for r in records], config.data.image_size)
+    remaining = torch.utils.data.Subset(files, range(index["done"], len(records)))
+    loader = DataLoader(remaining, batch_size=batch_size, num_workers=config.data.num_workers, collate_fn=list)
+    with tqdm(total=len(records), initial=index["done"], desc=f"caching {split}", unit="img") as bar:
+        for items in loader:
+            good = [(image, i) for image, i, _ in items if image is not None]
+            for image, i, message in items:
+                if image is None:
+                    print(f"error: {message}; skipped", file=sys.stderr)
+                    index["failed"].append(i)
+            if good:
+                features = encoder(torch.stack([image for image, _ in good]).to(device))  # (b, P, D)
+                rows = [i for _, i in good]
+                array[rows] = features.to(torch.float16).cpu().numpy()
+            array.flush()
+            index["done"] += len(items)
+            with atomic_write(index_path, "w") as f:  # the rows above are on disk before the index says so
+                json.dump(index, f)
+            bar.update(len(items))
+    return array_path
+
+
+class FeatureCache:
+    """Read-only access to one split's cached features, checked against the config."""
+
+    def __init__(self, config: Config, split: str, records: list[ImageRecord]):
+        array_path, index_path = _paths(Path(config.data.feature_cache), split)
+        if not index_path.exists():
+            raise ConfigError(
+                f"data.feature_cache: no cache of split '{split}' in {index_path.parent}; "
+                f"make it with captioner-cache-features --config ..."
+            )
+        index = json.loads(index_path.read_text())
+        _check_index(index, config, records, index_path)
+        if index["done"] < len(records):
+            raise ConfigError(f"feature cache {index_path} is incomplete ({index['done']}/{len(records)}); run captioner-cache-features again to finish it")
+        self.failed = set(index["failed"])
+        self.array_path = array_path
+        self._array = None  # opened in each DataLoader worker, never pickled
+
+    def __getitem__(self, index: int) -> torch.Tensor | None:
+        if index in self.failed:
+            return None
+        if self._array is None:
+            self._array = np.load(self.array_path, mmap_mode="r")
+        return torch.from_numpy(np.asarray(self._array[index], dtype=np.float32))  # (P, D)

@@ -1,0 +1,234 @@
+"""What the web demo computes: one image in, its caption out, with where the model looked per word.
+
+`CaptionDemo.caption` is the handler behind the page's one public endpoint, `/caption`. It reads
+the image with the one loader and preprocessing of training and the CLI (`load_image` for an
+uploaded file, `to_rgb` for an image already open), searches with `captioner.decoding.search`, and
+returns plain data only: the caption, each word with how peaked its attention is, one overlay per
+word (the alpha_t of paper eq. 5 drawn over the image, as in §5.4), the n-best list and a PNG grid
+plus a GIF to download. The layout and the UI-only events live in `captioner/app.py`.
+
+Errors a visitor can cause (no image, not an image, too large, a bad decoding option) are raised
+as `gr.Error` with a one-line message, which Gradio shows on the page and the API client receives
+as `AppError`; the server goes on serving.
+"""
+
+import dataclasses
+import math
+import shutil
+import tempfile
+import time
+import weakref
+from dataclasses import dataclass
+from pathlib import Path
+
+import gradio as gr
+import numpy as np
+import torch
+from PIL import Image
+
+from captioner.checkpoint import load_model
+from captioner.config import ConfigError, DecodeConfig
+from captioner.data.images import MAX_PIXELS, ImageError, load_image, preprocess, to_rgb
+from captioner.data.shapes import make_scene, render
+from captioner.decoding import LENGTH_PENALTIES, Hypothesis, check_decode_config, ranking_score, search
+from captioner.visualize import overlay_attention, save_attention
+
+BEAM_SIZES = (1, 10)  # the page's beam size slider, inclusive
+MAX_LENGTHS = (1, 50)  # the page's max length slider, inclusive
+N_BEST = 5  # n-best list length = min(beam size, N_BEST)
+MAX_DISPLAY_SIDE = 1024  # overlays are drawn on a copy at most this many pixels on its longer side
+FILES_TTL_S = 3600  # per-request download folders older than this are deleted
+NBEST_HEADERS = ["#", "caption", "log-prob", "rank score", "ended"]
+NO_IMAGE = "Please upload an image (or paste one, use the webcam, pick an example or make a random shapes scene)."
+
+
+def peakedness(alpha) -> float:
+    """How concentrated one attention map alpha (P,) is: 1 - H(alpha) / log P, in [0, 1].
+
+    1 when all the weight is on one grid cell, 0 when it is spread evenly over all P cells. Unlike
+    the maximum weight, it does not depend on the grid size: a 14 x 14 grid and a 4 x 4 one give the
+    same value for the same shape of map. A single cell (P = 1) counts as fully peaked.
+    """
+    a = torch.as_tensor(alpha, dtype=torch.float64).flatten()
+    a = a.clamp(min=0)
+    a = a / a.sum()
+    if a.numel() <= 1:
+        return 1.0
+    entropy = -(a * a.clamp(min=1e-300).log()).sum().item()
+    return float(min(1.0, max(0.0, 1.0 - entropy / math.log(a.numel()))))
+
+
+@dataclass
+class WordAttention:
+    """The per-session state behind the word selectors: the image the overlays are drawn on, the
+    words and their maps. Overlays are redrawn on demand (milliseconds) instead of kept as images."""
+
+    image: Image.Image  # RGB, at most MAX_DISPLAY_SIDE on its longer side
+    words: list[str]
+    alphas: np.ndarray  # (T, P)
+
+    def overlay(self, index: int) -> Image.Image:
+        """The overlay of word `index`, clamped to the caption; the plain image when it has no words."""
+        if not self.words:
+            return self.image
+        t = min(max(int(index), 0), len(self.words) - 1)
+        return overlay_attention(self.image, self.alphas[t], self.words[t])
+
+
+def random_scene(rng: np.random.Generator | None = None) -> Image.Image:
+    """A fresh synthetic shapes scene, the world the bundled model was trained on."""
+    rng = rng or np.random.default_rng()
+    return render(make_scene(rng), rng)
+
+
+def display_copy(image: Image.Image) -> Image.Image:
+    """`image` itself when small enough, else a copy at most MAX_DISPLAY_SIDE on its longer side,
+    so that a 12-megapixel photo does not make every overlay a 12-megapixel PNG."""
+    if max(image.size) <= MAX_DISPLAY_SIDE:
+        return image
+    copy = image.copy()
+    copy.thumbnail((MAX_DISPLAY_SIDE, MAX_DISPLAY_SIDE), Image.Resampling.LANCZOS)
+    return copy
+
+
+class CaptionDemo:
+    """A loaded model and the handlers of the demo page. Thread-safe: handlers only read the model."""
+
+    def __init__(self, model, vocab, config, state: dict | None = None, name: str = "checkpoint",
+                 max_pixels: int = MAX_PIXELS):
+        self.model, self.vocab, self.config = model, vocab, config
+        state = state or {}  # not kept whole: it holds the optimizer state too
+        self.meta = state["meta"] if isinstance(state.get("meta"), dict) else {}
+        self.best_score = state.get("best_score")
+        self.name = name
+        self.max_pixels = max_pixels
+        self.work_dir = Path(tempfile.mkdtemp(prefix="captioner-demo-"))
+        weakref.finalize(self, shutil.rmtree, self.work_dir, ignore_errors=True)
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, device: str | torch.device = "cpu") -> "CaptionDemo":
+        """Load once; raises CheckpointError naming the file when it is missing or not a checkpoint."""
+        model, vocab, config, state = load_model(path, device)
+        return cls(model, vocab, config, state, name=Path(path).name)
+
+    def decode_config(self, beam_size, length_penalty, max_length) -> DecodeConfig:
+        """The checkpoint's decoding settings with the page's three options; gr.Error if out of range."""
+        try:
+            beam, length = int(beam_size), int(max_length)
+        except (TypeError, ValueError):
+            raise gr.Error(f"Beam size and max length must be whole numbers, got {beam_size!r} and {max_length!r}.")
+        if not BEAM_SIZES[0] <= beam <= BEAM_SIZES[1] or beam != beam_size:
+            raise gr.Error(f"Beam size must be a whole number from {BEAM_SIZES[0]} to {BEAM_SIZES[1]}, got {beam_size}.")
+        if not MAX_LENGTHS[0] <= length <= MAX_LENGTHS[1] or length != max_length:
+            raise gr.Error(f"Max length must be a whole number from {MAX_LENGTHS[0]} to {MAX_LENGTHS[1]}, got {max_length}.")
+        if length_penalty not in LENGTH_PENALTIES:
+            raise gr.Error(f"Length penalty must be one of {', '.join(LENGTH_PENALTIES)}, got {length_penalty!r}.")
+        decode = dataclasses.replace(
+            self.config.decode, beam_size=beam, length_penalty=length_penalty, max_length=length,
+            n_best=min(beam, N_BEST), sample=False,
+        )
+        try:
+            check_decode_config(decode)
+        except ConfigError as error:
+            raise gr.Error(str(error)) from None
+        return decode
+
+    def read_image(self, image) -> Image.Image:
+        """An RGB PIL image from what the page sends: a PIL image (direct calls), or the uploaded
+        file as Gradio's FileData dict or a path (the event runs with preprocess=False, so that a
+        file that is not an image, or is too large, fails here with a clear message and the size is
+        checked from the header before any pixel is decoded)."""
+        if image is None:
+            raise gr.Error(NO_IMAGE)
+        try:
+            if isinstance(image, Image.Image):
+                return to_rgb(image, "uploaded image", self.max_pixels)
+            if isinstance(image, dict):
+                path, shown = image.get("path"), image.get("orig_name") or "uploaded image"
+                if not path:
+                    raise gr.Error(NO_IMAGE)
+            else:
+                path, shown = image, Path(image).name
+            try:
+                return load_image(path, self.max_pixels)
+            except ImageError as error:  # name the file as the visitor knows it, not the server path
+                raise ImageError(str(error).replace(repr(str(path)), repr(shown))) from None
+        except ImageError as error:
+            raise gr.Error(f"{str(error)[0].upper()}{str(error)[1:]}.") from None
+
+    def hypotheses(self, image: Image.Image, decode: DecodeConfig) -> list[Hypothesis]:
+        """The n-best captions of one RGB image, best first: the CLI's preprocessing and search."""
+        device = next(self.model.parameters()).device
+        x = preprocess(image, self.config.data.image_size).unsqueeze(0).to(device)  # (1, 3, S, S)
+        with torch.inference_mode():
+            features = self.model.encoder(x)  # (1, P, D)
+        return search(self.model.decoder, features, self.vocab, decode)[0]
+
+    def caption(self, image, beam_size=None, length_penalty=None, max_length=None):
+        """The `/caption` handler: (caption, [(word, peakedness)], [(overlay, word)], n-best rows,
+        [grid PNG, GIF], WordAttention). Options left as None take the checkpoint's values."""
+        defaults = self.config.decode
+        decode = self.decode_config(
+            defaults.beam_size if beam_size is None else beam_size,
+            defaults.length_penalty if length_penalty is None else length_penalty,
+            defaults.max_length if max_length is None else max_length,
+        )
+        rgb = self.read_image(image)
+        hypotheses = self.hypotheses(rgb, decode)
+        best = hypotheses[0]
+        words = self.vocab.decode(best.tokens)
+        alphas = best.alphas[: len(words)].numpy()  # (T, P)
+        attention = WordAttention(display_copy(rgb), words, alphas)
+        highlighted = [(word, peakedness(alpha)) for word, alpha in zip(words, alphas)]
+        gallery = [(attention.overlay(t), word) for t, word in enumerate(words)]
+        files = save_attention(attention.image, words, alphas, self._request_dir(), "caption")
+        return " ".join(words), highlighted, gallery, self.n_best_rows(hypotheses, decode), [str(f) for f in files], attention
+
+    def n_best_rows(self, hypotheses: list[Hypothesis], decode: DecodeConfig) -> list[list]:
+        """One row per hypothesis, in the search's order (by ranking score: the log-probability,
+        unless a length penalty divides it)."""
+        lengths = torch.tensor([len(h.tokens) + h.finished for h in hypotheses], dtype=torch.float)
+        ranked = ranking_score(torch.tensor([h.score for h in hypotheses]), lengths, decode).tolist()
+        return [
+            [rank, " ".join(self.vocab.decode(h.tokens)), round(h.score, 4), round(r, 4), "yes" if h.finished else "max length"]
+            for rank, (h, r) in enumerate(zip(hypotheses, ranked), start=1)
+        ]
+
+    def _request_dir(self) -> Path:
+        """A fresh folder for one request's downloads; folders older than FILES_TTL_S go (Gradio has
+        long since copied them into its own cache)."""
+        now = time.time()
+        for old in self.work_dir.iterdir():
+            try:
+                if now - old.stat().st_mtime > FILES_TTL_S:
+                    shutil.rmtree(old, ignore_errors=True)
+            except FileNotFoundError:  # another request removed it
+                pass
+        return Path(tempfile.mkdtemp(dir=self.work_dir))
+
+    def model_note(self) -> str:
+        """Markdown saying what the model knows: the checkpoint's meta when it has one, else what
+        its config and training state tell."""
+        meta, config = self.meta, self.config
+        name = meta.get("name") or f"`{self.name}`"
+        lines = [f"**Model:** {name}. {config.model.backbone} encoder, {config.model.grid_size} x "
+                 f"{config.model.grid_size} attention grid, {len(self.vocab)} words."]
+        if meta.get("trained_on"):
+            lines.append(f"**Trained on:** {meta['trained_on']}")
+        else:
+            lines.append(f"**Trained on:** `{config.data.root}` ({config.data.format} format).")
+        figures = meta.get("metrics") or {}
+        if not figures and isinstance(self.best_score, float) and math.isfinite(self.best_score):
+            figures = {f"validation {config.train.early_stop_metric}": self.best_score}
+        if figures:
+            shown = " · ".join(f"{key} {_figure(value)}" for key, value in figures.items())
+            lines.append(f"**Figures:** {shown}")
+        if meta.get("notes"):
+            lines.append(str(meta["notes"]))
+        lines.append("It can only describe what it was trained on: any other picture gets a caption "
+                     "in the words of that world.")
+        return "  \n".join(lines)  # markdown line breaks: one compact paragraph
+
+
+def _figure(value) -> str:
+    return f"{value:.3g}" if isinstance(value, float) else str(value)

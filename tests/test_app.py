@@ -1,0 +1,215 @@
+"""The demo page: its handlers called directly, then the page served in-process and called with
+gradio_client, the way an API user sees it (the browser tier is in test_app_browser.py)."""
+
+import dataclasses
+import math
+
+import gradio as gr
+import numpy as np
+import pytest
+import torch
+from gradio_client import Client, handle_file
+from gradio_client.exceptions import AppError
+from PIL import Image
+
+from captioner.app import create_demo, example_images, focus_update, main, select_word, show_first
+from captioner.checkpoint import CheckpointError
+from captioner.demo_handlers import (
+    MAX_DISPLAY_SIDE,
+    N_BEST,
+    NBEST_HEADERS,
+    CaptionDemo,
+    WordAttention,
+    display_copy,
+    peakedness,
+    random_scene,
+)
+from captioner.inference import caption_files
+
+
+@pytest.fixture(scope="session")
+def scene_file(tmp_path_factory):
+    """A shapes scene squashed to 150 x 90, so that a swapped (W, H) would show."""
+    path = tmp_path_factory.mktemp("app_images") / "scene.png"
+    random_scene(np.random.default_rng(7)).resize((150, 90)).save(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def bad_files(tmp_path_factory):
+    """A text file posing as an image, and a 56-megapixel 1-bit PNG (a few kB on disk)."""
+    folder = tmp_path_factory.mktemp("bad_images")
+    (folder / "notes.png").write_text("not an image")
+    Image.new("1", (8000, 7000)).save(folder / "huge.png")
+    return folder / "notes.png", folder / "huge.png"
+
+
+@pytest.fixture(scope="session")
+def client(app_url, tmp_path_factory):
+    return Client(app_url, verbose=False, download_files=str(tmp_path_factory.mktemp("client_downloads")))
+
+
+# --- the handlers, no server -------------------------------------------------------------------
+
+
+def test_peakedness_is_one_for_a_single_cell_and_zero_for_an_even_spread():
+    one_hot = torch.zeros(16)
+    one_hot[5] = 1
+    two = torch.zeros(16)
+    two[[1, 2]] = 0.5
+    assert peakedness(one_hot) == pytest.approx(1.0)
+    assert peakedness(torch.full((16,), 1 / 16)) == pytest.approx(0.0, abs=1e-12)
+    assert peakedness(two) == pytest.approx(1 - math.log(2) / math.log(16))
+    assert peakedness(np.full((4, 4), 1 / 16)) == pytest.approx(0.0, abs=1e-12)  # a (G, G) map reads the same
+
+
+def test_caption_words_tokens_gallery_and_files_agree(caption_demo, scene_file):
+    image = Image.open(scene_file)
+    text, words, gallery, rows, files, attention = caption_demo.caption(image)
+    assert text.split() == [word for word, _ in words] == [word for _, word in gallery] == attention.words
+    assert len(text.split()) >= 1
+    assert all(isinstance(score, float) and 0.0 <= score <= 1.0 for _, score in words)
+    assert [score for _, score in words] == [pytest.approx(peakedness(a)) for a in attention.alphas]
+    assert all(overlay.size == image.size == (150, 90) for overlay, _ in gallery)
+    assert rows[0][1] == text
+    png, gif = (Image.open(path) for path in files)
+    assert (png.format, gif.format, gif.n_frames) == ("PNG", "GIF", len(attention.words))
+
+
+def test_app_caption_equals_the_cli_engine_on_the_same_file(caption_demo, scene_file):
+    """The app reads and preprocesses an image as caption_files (the CLI, evaluation) does."""
+    decode = caption_demo.decode_config(3, "none", 8)
+    _, _, _, rows, _, attention = caption_demo.caption({"path": str(scene_file), "orig_name": "scene.png"}, 3, "none", 8)
+    (result,) = caption_files(caption_demo.model, caption_demo.vocab, [scene_file], caption_demo.config.data.image_size, decode)
+    best = result.hypotheses[0]
+    assert attention.words == caption_demo.vocab.decode(best.tokens)
+    assert rows[0][2] == pytest.approx(best.score, abs=1e-4)
+    np.testing.assert_allclose(attention.alphas, best.alphas.numpy(), atol=1e-6)
+
+
+def test_n_best_is_sorted_and_at_most_five(caption_demo, scene_file):
+    image = Image.open(scene_file)
+    rows = caption_demo.caption(image, 7, "none", 8)[3]
+    assert 1 < len(rows) <= N_BEST
+    assert [row[0] for row in rows] == list(range(1, len(rows) + 1))
+    log_probs = [row[2] for row in rows]
+    assert log_probs == sorted(log_probs, reverse=True)
+    assert [row[3] for row in rows] == log_probs  # no penalty: ranked by the log-probability itself
+    assert len(rows[0]) == len(NBEST_HEADERS)
+    ranked = [row[3] for row in caption_demo.caption(image, 4, "average", 8)[3]]
+    assert ranked == sorted(ranked, reverse=True)
+    assert len(caption_demo.caption(image, 2, "none", 8)[3]) <= 2
+
+
+def test_caption_errors_name_the_problem(caption_demo, scene_file, bad_files):
+    notes, huge = bad_files
+    with pytest.raises(gr.Error, match="Please upload an image"):
+        caption_demo.caption(None)
+    with pytest.raises(gr.Error, match="too large: 8000 x 7000"):
+        caption_demo.caption(Image.new("1", (8000, 7000)))  # PIL image: checked by to_rgb
+    with pytest.raises(gr.Error, match="huge.png.*too large") as error:
+        caption_demo.caption({"path": str(huge), "orig_name": "huge.png"})  # upload: checked from the header
+    assert str(huge.parent) not in str(error.value)  # the server's paths stay private
+    with pytest.raises(gr.Error, match="'notes.png': not an image"):
+        caption_demo.caption({"path": str(notes), "orig_name": "notes.png"})
+    with pytest.raises(gr.Error, match="Beam size must be a whole number from 1 to 10"):
+        caption_demo.caption(Image.open(scene_file), 0, "none", 8)
+    with pytest.raises(gr.Error, match="Length penalty must be one of none, average, gnmt"):
+        caption_demo.caption(Image.open(scene_file), 2, "longest", 8)
+
+
+def test_large_images_are_drawn_on_a_smaller_copy_with_the_same_shape():
+    image = Image.new("RGB", (2 * MAX_DISPLAY_SIDE, MAX_DISPLAY_SIDE))
+    assert display_copy(image).size == (MAX_DISPLAY_SIDE, MAX_DISPLAY_SIDE // 2)
+    small = Image.new("RGB", (300, 200))
+    assert display_copy(small) is small
+
+
+def test_word_selectors_focus_the_chosen_word_and_move_the_slider():
+    rng = np.random.default_rng(0)
+    image = Image.new("RGB", (40, 30), (90, 90, 90))
+    alphas = rng.dirichlet(np.ones(16), size=3)  # (T, P)
+    attention = WordAttention(image, ["a", "red", "circle"], alphas)
+    focus, slider = show_first(attention)
+    assert (slider["minimum"], slider["maximum"], slider["value"]) == (0, 2, 0)
+    assert np.array_equal(np.asarray(focus["value"]), np.asarray(attention.overlay(0)))
+    focus, index = select_word(attention, gr.SelectData(None, {"index": 2, "value": ["circle", 0.3]}))
+    assert index == 2 and "circle" in focus["label"]
+    assert np.array_equal(np.asarray(focus["value"]), np.asarray(attention.overlay(2)))
+    assert not np.array_equal(np.asarray(focus["value"]), np.asarray(attention.overlay(1)))
+    assert "circle" in focus_update(attention, 99)["label"]  # out of range clamps to the last word
+    assert show_first(None) == (gr.skip(), gr.skip())  # the slider before any caption: nothing to show
+
+
+def test_model_note_shows_the_checkpoint_meta(caption_demo, app_checkpoint):
+    note = caption_demo.model_note()
+    assert "Trained on" in note and "attention grid" in note
+    meta = {"name": "Shapes model", "trained_on": "10,000 synthetic shapes scenes",
+            "metrics": {"BLEU-4": 41.234, "pointing_accuracy": 0.8764}, "notes": "It knows only the shapes world."}
+    demo = CaptionDemo(caption_demo.model, caption_demo.vocab, caption_demo.config, {"meta": meta})
+    note = demo.model_note()
+    for text in ("Shapes model", "10,000 synthetic shapes scenes", "BLEU-4 41.2", "pointing_accuracy 0.876",
+                 "It knows only the shapes world."):
+        assert text in note
+
+
+def test_examples_are_the_sorted_images_of_the_folder(example_dir, tmp_path, caption_demo):
+    assert [p.rsplit("/", 1)[1] for p in example_images(example_dir)] == ["a_scene.jpg", "b_scene.png"]
+    assert example_images(tmp_path / "missing") == []
+    page = create_demo(demo=caption_demo, examples_dir=tmp_path)  # empty folder: no Examples block
+    assert "dataset" not in [c["type"] for c in page.config["components"]]
+
+
+def test_a_missing_checkpoint_is_a_clear_error(tmp_path, capsys):
+    with pytest.raises(CheckpointError, match="does not exist"):
+        create_demo(tmp_path / "none.pt")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--checkpoint", str(tmp_path / "none.pt")])
+    assert "none.pt does not exist" in str(exit_info.value.code)
+
+
+# --- the page served, called with gradio_client ------------------------------------------------
+
+
+def test_the_only_api_endpoint_is_caption(client):
+    api = client.view_api(print_info=False, return_format="dict")
+    assert list(api["named_endpoints"]) == ["/caption"]
+    assert api["unnamed_endpoints"] == {}
+    assert [p["label"] for p in api["named_endpoints"]["/caption"]["parameters"]] == [
+        "Image", "Beam size", "Length penalty", "Max length (words)"]
+
+
+def test_caption_endpoint_returns_plain_data(client, caption_demo, scene_file):
+    text, words, gallery, n_best, files = client.predict(handle_file(str(scene_file)), 3, "none", 8, api_name="/caption")
+    expected = caption_demo.caption(Image.open(scene_file), 3, "none", 8)
+    assert text == expected[0]
+    assert [w["token"] for w in words] == text.split() == [g["caption"] for g in gallery]
+    assert [w["class_or_confidence"] for w in words] == [pytest.approx(s) for _, s in expected[1]]
+    assert all(Image.open(g["image"]).size == (150, 90) for g in gallery)
+    assert n_best["headers"] == NBEST_HEADERS and [row[1] for row in n_best["data"]] == [r[1] for r in expected[3]]
+    assert sorted(f.rsplit(".", 1)[1] for f in files) == ["gif", "png"]
+    assert not any(isinstance(x, dict) and x.get("__type__") == "update" for x in (text, words, gallery, n_best, files))
+
+
+def test_errors_reach_the_client_and_the_server_keeps_serving(client, scene_file, bad_files):
+    notes, huge = bad_files
+    with pytest.raises(AppError, match="Please upload an image"):
+        client.predict(None, 1, "none", 8, api_name="/caption")
+    with pytest.raises(AppError, match="'notes.png': not an image"):
+        client.predict(handle_file(str(notes)), 1, "none", 8, api_name="/caption")
+    with pytest.raises(AppError, match="'huge.png'.*too large"):
+        client.predict(handle_file(str(huge)), 1, "none", 8, api_name="/caption")
+    with pytest.raises(AppError, match="Beam size"):
+        client.predict(handle_file(str(scene_file)), 11, "none", 8, api_name="/caption")
+    text, words, *_ = client.predict(handle_file(str(scene_file)), 1, "none", 8, api_name="/caption")
+    assert text and text.split() == [w["token"] for w in words]
+
+
+def test_the_page_has_examples_and_decoding_defaults(app_url, caption_demo):
+    page_config = Client(app_url, verbose=False).config
+    components = page_config["components"]
+    (examples,) = [c for c in components if c["type"] == "dataset"]
+    assert len(examples["props"]["samples"]) == 2
+    beam = next(c for c in components if c["props"].get("elem_id") == "beam-size")
+    decode = dataclasses.replace(caption_demo.config.decode)
+    assert beam["props"]["value"] == decode.beam_size

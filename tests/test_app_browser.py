@@ -1,0 +1,106 @@
+"""The demo page in a real browser: Debian's chromium driven by playwright.
+
+Upload an image, caption it, click a word and a strip thumbnail, and check that the focused overlay
+and the word slider follow. The screenshot goes to tmp_path, and also to $CAPTIONER_SCREENSHOT when
+set (the README's picture is made that way, with $CAPTIONER_APP_CHECKPOINT naming the bundled model).
+"""
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from captioner.demo_handlers import random_scene
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking"]
+TIMEOUT_MS = 30_000  # the first caption includes the model's warm-up on a busy 2-core machine
+
+
+def _unavailable(reason: str):
+    """Outside CI a missing browser skips; in CI it fails, so that a skip is never read as a pass."""
+    if os.environ.get("CI"):
+        pytest.fail(f"{reason}: CI must install it (apt-get install -y chromium; pip install playwright)")
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def browser():
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        _unavailable("playwright is not installed")
+    if not CHROMIUM.exists():
+        _unavailable(f"Debian chromium is not installed at {CHROMIUM}")
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
+        yield b
+        b.close()
+
+
+@pytest.fixture(scope="session")
+def distinct_scene(caption_demo, tmp_path_factory):
+    """A scene whose caption has two words with different overlays, with the page's default options,
+    and those word indices (i < j). A barely trained model can repeat one word with one flat map;
+    then the click would not change the picture, so the test looks for a scene where it does."""
+    path = tmp_path_factory.mktemp("browser") / "scene.png"
+    for seed in range(20):
+        image = random_scene(np.random.default_rng(seed))
+        *_, attention = caption_demo.caption(image)
+        overlays = [attention.overlay(t).tobytes() for t in range(len(attention.words))]
+        pairs = [(i, j) for j in range(1, len(overlays)) for i in range(j) if overlays[i] != overlays[j]]
+        if pairs:
+            image.save(path)
+            return path, attention.words, pairs[0]
+    pytest.fail("no scene of 20 gives a caption with two different overlays: the model looks the same way for every word")
+
+
+@pytest.mark.browser
+def test_click_a_word_and_a_thumbnail_to_see_where_the_model_looked(browser, app_url, distinct_scene, tmp_path):
+    from playwright.sync_api import expect
+
+    path, words, (i, j) = distinct_scene
+    page = browser.new_page(viewport={"width": 1280, "height": 1000})
+    try:
+        page.goto(app_url, wait_until="domcontentloaded")  # "networkidle" never comes: the queue's SSE stays open
+        page.locator("#input-image input[type=file]").set_input_files(str(path))
+        page.locator("#caption-btn").click()
+        expect(page.locator("#caption-text textarea")).to_have_value(" ".join(words), timeout=TIMEOUT_MS)
+
+        slider = page.locator("#word-slider input[type=number]")
+        focus = page.locator("#focus-image img")
+        expect(slider).to_have_attribute("max", str(len(words) - 1), timeout=TIMEOUT_MS)
+        expect(focus).to_have_count(1, timeout=TIMEOUT_MS)
+        first_src = focus.get_attribute("src")
+
+        tokens = page.locator("#words .token")
+        expect(tokens).to_have_count(len(words))
+        tokens.nth(j).click()
+        expect(slider).to_have_value(str(j), timeout=TIMEOUT_MS)
+        expect(page.locator("#focus-image")).to_contain_text(f'"{words[j]}" (word {j + 1} of {len(words)})')
+        src_j = focus.get_attribute("src")
+        tokens.nth(i).click()
+        expect(slider).to_have_value(str(i), timeout=TIMEOUT_MS)
+        expect(focus).not_to_have_attribute("src", src_j, timeout=TIMEOUT_MS)  # words i and j look at different places
+        if i == 0:
+            assert focus.get_attribute("src") == first_src  # back on the first word: its overlay again
+
+        last = len(words) - 1
+        page.locator("#gallery").get_by_label(f"Thumbnail {last + 1} of {len(words)}").click()
+        expect(slider).to_have_value(str(last), timeout=TIMEOUT_MS)
+        expect(page.locator("#focus-image")).to_contain_text(f"(word {last + 1} of {len(words)})")
+
+        shots = [tmp_path / "app.png"]
+        if os.environ.get("CAPTIONER_SCREENSHOT"):
+            shots.append(Path(os.environ["CAPTIONER_SCREENSHOT"]))
+        for shot in shots:
+            shot.parent.mkdir(parents=True, exist_ok=True)
+            page.screenshot(path=str(shot), full_page=True)
+        assert shots[0].stat().st_size > 10_000
+
+        uploaded = page.locator("#input-image img").get_attribute("src")
+        page.locator("#random-btn").click()  # a fresh scene replaces the upload
+        expect(page.locator("#input-image img")).not_to_have_attribute("src", uploaded, timeout=TIMEOUT_MS)
+    finally:
+        page.close()
