@@ -8,8 +8,8 @@ over the image; this page does the same, interactively. Layout, top to bottom:
     the selected word's overlay and a slider that scrubs the words | a strip of every word's overlay |
     the n-best list and the downloads (a PNG grid and a GIF of all overlays)
 
-Clicking a word, a strip thumbnail or moving the slider shows that word's overlay and moves the
-slider (and the others) to it. The focused overlay is a plain `gr.Image` of `overlay_attention`
+Clicking a word or a strip thumbnail, or dragging the slider, shows that word's overlay; a click also
+moves the slider to that word. The focused overlay is a plain `gr.Image` of `overlay_attention`
 rather than a `gr.AnnotatedImage`: it is the same heat ramp as the strip and the downloads, and the
 browser gets one ready-made PNG per click instead of an image plus a mask to blend.
 
@@ -89,6 +89,7 @@ def create_demo(checkpoint: str | Path = BUNDLED_CHECKPOINT, device="cpu", *, ex
     """
     demo = demo or CaptionDemo.from_checkpoint(checkpoint, device)
     decode = demo.config.decode
+    beam_default, length_default = demo.default_options()
     with gr.Blocks(title="Show, Attend and Tell", delete_cache=(3600, 3600)) as page:
         gr.Markdown(INTRO)
         gr.Markdown(demo.model_note(), elem_id="model-note")
@@ -100,13 +101,12 @@ def create_demo(checkpoint: str | Path = BUNDLED_CHECKPOINT, device="cpu", *, ex
                     scene = gr.Button("Random shapes scene", elem_id="random-btn")
                     run = gr.Button("Caption", variant="primary", elem_id="caption-btn")
                 with gr.Accordion("Decoding", open=True):
-                    beam = gr.Slider(*BEAM_SIZES, value=min(max(decode.beam_size, BEAM_SIZES[0]), BEAM_SIZES[1]), step=1,
-                                     label="Beam size", info="1 = greedy; the n-best list shows up to 5",
-                                     elem_id="beam-size")
+                    beam = gr.Slider(*BEAM_SIZES, value=beam_default, step=1, label="Beam size",
+                                     info="1 = greedy; the n-best list shows up to 5", elem_id="beam-size")
                     penalty = gr.Radio(list(LENGTH_PENALTIES), value=decode.length_penalty, label="Length penalty",
                                        info="how finished captions are ranked", elem_id="length-penalty")
-                    length = gr.Slider(*MAX_LENGTHS, value=min(max(decode.max_length, MAX_LENGTHS[0]), MAX_LENGTHS[1]),
-                                       step=1, label="Max length (words)", elem_id="max-length")
+                    length = gr.Slider(*MAX_LENGTHS, value=length_default, step=1, label="Max length (words)",
+                                       elem_id="max-length")
                 examples = example_images(examples_dir)
                 if examples:
                     gr.Examples(examples, inputs=image, cache_examples=False, api_visibility="private",
@@ -115,23 +115,25 @@ def create_demo(checkpoint: str | Path = BUNDLED_CHECKPOINT, device="cpu", *, ex
                 text = gr.Textbox(label="Caption", interactive=False, buttons=["copy"], elem_id="caption-text")
                 words = gr.HighlightedText(label="Words (click one)", show_legend=False, combine_adjacent=False,
                                            show_inline_category=False, elem_id="words")
-                focus = gr.Image(label="Where the model looked", type="pil", format="png", interactive=False, height=360,
-                                 buttons=["download", "fullscreen"], elem_id="focus-image")
+                focus = gr.Image(label="Where the model looked", type="pil", format="png", interactive=False,
+                                 height=360, buttons=["download", "fullscreen"], elem_id="focus-image")
                 slider = gr.Slider(0, 1, value=0, step=1, label="Word", interactive=False, elem_id="word-slider")
         gallery = gr.Gallery(label="Every word", columns=12, fit_columns=False, height=230, format="png",
                              allow_preview=False, buttons=["download_all"], elem_id="gallery")
         with gr.Row():
             n_best = gr.Dataframe(headers=NBEST_HEADERS, label="n-best captions (beam search)", interactive=False,
-                                  wrap=True, column_widths=["7%", "48%", "16%", "16%", "13%"], scale=2, elem_id="n-best")
+                                  wrap=True, column_widths=["7%", "48%", "16%", "16%", "13%"], scale=2,
+                                  elem_id="n-best")
             files = gr.File(label="Download: overlay grid (PNG) and animation (GIF)", file_count="multiple",
                             interactive=False, scale=1, elem_id="downloads")
         attention = gr.State()
 
         # The one public endpoint, data only. preprocess=False hands the handler the uploaded file, so
         # it is read by the project's loader: header size check first, clear errors for non-images.
-        run.click(demo.caption, inputs=[image, beam, penalty, length],
-                  outputs=[text, words, gallery, n_best, files, attention], api_name="caption", preprocess=False,
-                  ).success(show_first, inputs=attention, outputs=[focus, slider], api_visibility="private", queue=False)
+        captioned = run.click(demo.caption, inputs=[image, beam, penalty, length],
+                              outputs=[text, words, gallery, n_best, files, attention], api_name="caption",
+                              preprocess=False)
+        captioned.success(show_first, inputs=attention, outputs=[focus, slider], api_visibility="private", queue=False)
         scene.click(random_scene, outputs=image, api_visibility="private", queue=False)
         words.select(select_word, inputs=attention, outputs=[focus, slider], api_visibility="private", queue=False)
         gallery.select(select_word, inputs=attention, outputs=[focus, slider], api_visibility="private", queue=False)
@@ -148,7 +150,8 @@ def launch(page: gr.Blocks, host: str = "127.0.0.1", port: int = 7860, share: bo
 
 def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description="Serve the Show, Attend and Tell demo page.")
-    parser.add_argument("--checkpoint", default=str(BUNDLED_CHECKPOINT), help="checkpoint file (default: the bundled shapes model)")
+    parser.add_argument("--checkpoint", default=str(BUNDLED_CHECKPOINT),
+                        help="checkpoint file (default: the bundled shapes model)")
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
     parser.add_argument("--port", type=int, default=7860, help="port to listen on")
     parser.add_argument("--share", action="store_true", help="also open a public gradio.live link (needs the internet)")

@@ -115,12 +115,14 @@ class CaptionDemo:
         """The checkpoint's decoding settings with the page's three options; gr.Error if out of range."""
         try:
             beam, length = int(beam_size), int(max_length)
-        except (TypeError, ValueError):
-            raise gr.Error(f"Beam size and max length must be whole numbers, got {beam_size!r} and {max_length!r}.")
-        if not BEAM_SIZES[0] <= beam <= BEAM_SIZES[1] or beam != beam_size:
-            raise gr.Error(f"Beam size must be a whole number from {BEAM_SIZES[0]} to {BEAM_SIZES[1]}, got {beam_size}.")
-        if not MAX_LENGTHS[0] <= length <= MAX_LENGTHS[1] or length != max_length:
-            raise gr.Error(f"Max length must be a whole number from {MAX_LENGTHS[0]} to {MAX_LENGTHS[1]}, got {max_length}.")
+        except (TypeError, ValueError, OverflowError):
+            message = f"Beam size and max length must be whole numbers, got {beam_size!r} and {max_length!r}."
+            raise gr.Error(message) from None
+        (low_beam, high_beam), (low_length, high_length) = BEAM_SIZES, MAX_LENGTHS
+        if not low_beam <= beam <= high_beam or beam != beam_size:
+            raise gr.Error(f"Beam size must be a whole number from {low_beam} to {high_beam}, got {beam_size}.")
+        if not low_length <= length <= high_length or length != max_length:
+            raise gr.Error(f"Max length must be a whole number from {low_length} to {high_length}, got {max_length}.")
         if length_penalty not in LENGTH_PENALTIES:
             raise gr.Error(f"Length penalty must be one of {', '.join(LENGTH_PENALTIES)}, got {length_penalty!r}.")
         decode = dataclasses.replace(
@@ -132,6 +134,12 @@ class CaptionDemo:
         except ConfigError as error:
             raise gr.Error(str(error)) from None
         return decode
+
+    def default_options(self) -> tuple[int, int]:
+        """The checkpoint's beam size and max length, brought into the page's ranges."""
+        decode = self.config.decode
+        return (min(max(decode.beam_size, BEAM_SIZES[0]), BEAM_SIZES[1]),
+                min(max(decode.max_length, MAX_LENGTHS[0]), MAX_LENGTHS[1]))
 
     def read_image(self, image) -> Image.Image:
         """An RGB PIL image from what the page sends: a PIL image (direct calls), or the uploaded
@@ -146,7 +154,7 @@ class CaptionDemo:
             if isinstance(image, dict):
                 path, shown = image.get("path"), image.get("orig_name") or "uploaded image"
                 if not path:
-                    raise gr.Error(NO_IMAGE)
+                    raise gr.Error("The image came without a file: upload it as a file (gradio_client: handle_file).")
             else:
                 path, shown = image, Path(image).name
             try:
@@ -167,11 +175,11 @@ class CaptionDemo:
     def caption(self, image, beam_size=None, length_penalty=None, max_length=None):
         """The `/caption` handler: (caption, [(word, peakedness)], [(overlay, word)], n-best rows,
         [grid PNG, GIF], WordAttention). Options left as None take the checkpoint's values."""
-        defaults = self.config.decode
+        beam_default, length_default = self.default_options()
         decode = self.decode_config(
-            defaults.beam_size if beam_size is None else beam_size,
-            defaults.length_penalty if length_penalty is None else length_penalty,
-            defaults.max_length if max_length is None else max_length,
+            beam_default if beam_size is None else beam_size,
+            self.config.decode.length_penalty if length_penalty is None else length_penalty,
+            length_default if max_length is None else max_length,
         )
         rgb = self.read_image(image)
         hypotheses = self.hypotheses(rgb, decode)
@@ -182,7 +190,8 @@ class CaptionDemo:
         highlighted = [(word, peakedness(alpha)) for word, alpha in zip(words, alphas)]
         gallery = [(attention.overlay(t), word) for t, word in enumerate(words)]
         files = save_attention(attention.image, words, alphas, self._request_dir(), "caption")
-        return " ".join(words), highlighted, gallery, self.n_best_rows(hypotheses, decode), [str(f) for f in files], attention
+        rows = self.n_best_rows(hypotheses, decode)
+        return " ".join(words), highlighted, gallery, rows, [str(f) for f in files], attention
 
     def n_best_rows(self, hypotheses: list[Hypothesis], decode: DecodeConfig) -> list[list]:
         """One row per hypothesis, in the search's order (by ranking score: the log-probability,
@@ -190,7 +199,8 @@ class CaptionDemo:
         lengths = torch.tensor([len(h.tokens) + h.finished for h in hypotheses], dtype=torch.float)
         ranked = ranking_score(torch.tensor([h.score for h in hypotheses]), lengths, decode).tolist()
         return [
-            [rank, " ".join(self.vocab.decode(h.tokens)), round(h.score, 4), round(r, 4), "yes" if h.finished else "max length"]
+            [rank, " ".join(self.vocab.decode(h.tokens)), round(h.score, 4), round(r, 4),
+             "yes" if h.finished else "max length"]
             for rank, (h, r) in enumerate(zip(hypotheses, ranked), start=1)
         ]
 

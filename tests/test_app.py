@@ -1,7 +1,6 @@
 """The demo page: its handlers called directly, then the page served in-process and called with
 gradio_client, the way an API user sees it (the browser tier is in test_app_browser.py)."""
 
-import dataclasses
 import math
 
 import gradio as gr
@@ -79,8 +78,10 @@ def test_caption_words_tokens_gallery_and_files_agree(caption_demo, scene_file):
 def test_app_caption_equals_the_cli_engine_on_the_same_file(caption_demo, scene_file):
     """The app reads and preprocesses an image as caption_files (the CLI, evaluation) does."""
     decode = caption_demo.decode_config(3, "none", 8)
-    _, _, _, rows, _, attention = caption_demo.caption({"path": str(scene_file), "orig_name": "scene.png"}, 3, "none", 8)
-    (result,) = caption_files(caption_demo.model, caption_demo.vocab, [scene_file], caption_demo.config.data.image_size, decode)
+    upload = {"path": str(scene_file), "orig_name": "scene.png"}  # what the page hands the handler
+    _, _, _, rows, _, attention = caption_demo.caption(upload, 3, "none", 8)
+    model, vocab, image_size = caption_demo.model, caption_demo.vocab, caption_demo.config.data.image_size
+    (result,) = caption_files(model, vocab, [scene_file], image_size, decode)
     best = result.hypotheses[0]
     assert attention.words == caption_demo.vocab.decode(best.tokens)
     assert rows[0][2] == pytest.approx(best.score, abs=1e-4)
@@ -139,6 +140,9 @@ def test_word_selectors_focus_the_chosen_word_and_move_the_slider():
     assert not np.array_equal(np.asarray(focus["value"]), np.asarray(attention.overlay(1)))
     assert "circle" in focus_update(attention, 99)["label"]  # out of range clamps to the last word
     assert show_first(None) == (gr.skip(), gr.skip())  # the slider before any caption: nothing to show
+    empty = WordAttention(image, [], np.zeros((0, 16)))  # a caption of no words shows the plain image
+    focus, slider = show_first(empty)
+    assert focus["value"] is image and (slider["maximum"], slider["interactive"]) == (0, False)
 
 
 def test_model_note_shows_the_checkpoint_meta(caption_demo, app_checkpoint):
@@ -166,6 +170,10 @@ def test_a_missing_checkpoint_is_a_clear_error(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["--checkpoint", str(tmp_path / "none.pt")])
     assert "none.pt does not exist" in str(exit_info.value.code)
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--checkpoint", str(tmp_path / "junk.pt")])
+    assert "junk.pt cannot be read" in str(exit_info.value.code)
 
 
 # --- the page served, called with gradio_client ------------------------------------------------
@@ -180,7 +188,8 @@ def test_the_only_api_endpoint_is_caption(client):
 
 
 def test_caption_endpoint_returns_plain_data(client, caption_demo, scene_file):
-    text, words, gallery, n_best, files = client.predict(handle_file(str(scene_file)), 3, "none", 8, api_name="/caption")
+    answer = client.predict(handle_file(str(scene_file)), 3, "none", 8, api_name="/caption")
+    text, words, gallery, n_best, files = answer
     expected = caption_demo.caption(Image.open(scene_file), 3, "none", 8)
     assert text == expected[0]
     assert [w["token"] for w in words] == text.split() == [g["caption"] for g in gallery]
@@ -188,7 +197,7 @@ def test_caption_endpoint_returns_plain_data(client, caption_demo, scene_file):
     assert all(Image.open(g["image"]).size == (150, 90) for g in gallery)
     assert n_best["headers"] == NBEST_HEADERS and [row[1] for row in n_best["data"]] == [r[1] for r in expected[3]]
     assert sorted(f.rsplit(".", 1)[1] for f in files) == ["gif", "png"]
-    assert not any(isinstance(x, dict) and x.get("__type__") == "update" for x in (text, words, gallery, n_best, files))
+    assert not any(isinstance(x, dict) and x.get("__type__") == "update" for x in answer)
 
 
 def test_errors_reach_the_client_and_the_server_keeps_serving(client, scene_file, bad_files):
@@ -211,5 +220,4 @@ def test_the_page_has_examples_and_decoding_defaults(app_url, caption_demo):
     (examples,) = [c for c in components if c["type"] == "dataset"]
     assert len(examples["props"]["samples"]) == 2
     beam = next(c for c in components if c["props"].get("elem_id") == "beam-size")
-    decode = dataclasses.replace(caption_demo.config.decode)
-    assert beam["props"]["value"] == decode.beam_size
+    assert beam["props"]["value"] == caption_demo.config.decode.beam_size

@@ -53,7 +53,7 @@ def distinct_scene(caption_demo, tmp_path_factory):
         if pairs:
             image.save(path)
             return path, attention.words, pairs[0]
-    pytest.fail("no scene of 20 gives a caption with two different overlays: the model looks the same way for every word")
+    pytest.fail("no scene of 20 gives a caption with two different overlays: the model looks the same way every word")
 
 
 @pytest.mark.browser

@@ -64,6 +64,8 @@ def load_image(path: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> Image.I
             image.load()
             # exif_transpose always returns a new image, so nothing returned refers to the file.
             upright = ImageOps.exif_transpose(image)
+    except ImageError:
+        raise  # our own size check: already says what is wrong
     except UnidentifiedImageError as error:
         raise _error(name, "not an image file, or a format Pillow cannot read") from error
     except Image.DecompressionBombError as error:

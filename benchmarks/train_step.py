@@ -1,0 +1,126 @@
+"""Training-step speed at the paper's dimensions; prints one JSON object.
+
+Decoder: embedding, attention and LSTM 512, a 14 x 14 x 2048 feature grid (ResNet-101's), vocabulary
+10 000, batch 32, captions of 22 tokens (21 predicted). Reported:
+- decoder_step_ms: one training step (forward, backward, Adam) on precomputed features;
+- step_gflop: its floating-point operations (forward and backward, counted by torch's FlopCounterMode)
+  and step_gflops: GFLOP/s achieved, against matmul_gflops: a plain large fp32 matrix product on the
+  same machine in the same run (the fraction is step_vs_matmul);
+- step_with_encoder_ms: the same step with a frozen ResNet-101 run on 32 images at 256 px first, and
+  step_with_cache_ms: with the features read from a real feature cache instead (float16 memory map,
+  through the training Dataset and collate).
+
+Usage: python benchmarks/train_step.py [--repeats 5] [--quick]
+"""
+
+import argparse
+import json
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from captioner.config import load_config
+from captioner.data.dataset import CaptionDataset, collate
+from captioner.data.feature_cache import FeatureCache, build_feature_cache
+from captioner.data.readers import read_split
+from captioner.data.shapes import generate
+from captioner.model.captioner import Captioner
+from captioner.model.loss import caption_loss
+from captioner.vocab import build_vocab
+
+
+def median_ms(fn, repeats: int, warmup: int = 1) -> float:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - started)
+    return 1000 * statistics.median(times)
+
+
+def matmul_gflops(n: int, repeats: int) -> float:
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    best = min(median_ms(lambda: a @ b, 1) for _ in range(repeats))
+    return 2 * n**3 / (best / 1000) / 1e9
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--quick", action="store_true", help="small dimensions, for a smoke test")
+    args = parser.parse_args()
+    B, L, V, dim, grid, size = (32, 22, 10_000, 512, 14, 256) if not args.quick else (4, 6, 100, 32, 4, 64)
+    torch.manual_seed(0)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        data = Path(tmp) / "shapes"
+        generate(data, {"train": 2 * B}, seed=0, image_size=size)
+        config = load_config(None, [
+            f"data.root={data}", f"data.image_size={size}", f"data.feature_cache={Path(tmp) / 'cache'}", "data.num_workers=0",
+            "model.backbone=resnet101" if not args.quick else "model.backbone=small", "model.weights=none",
+            "model.fine_tune_from=none", f"model.grid_size={grid}", f"model.embed_dim={dim}",
+            f"model.attention_dim={dim}", f"model.decoder_dim={dim}", "model.small_channels=16",
+        ])
+        model = Captioner(config.model, V)
+        decoder, encoder = model.decoder, model.encoder.eval()
+        optimizer = torch.optim.Adam(decoder.parameters(), lr=1e-4)
+        P, D = grid * grid, encoder.feature_dim
+        features = torch.randn(B, P, D)
+        captions = torch.randint(4, V, (B, L))
+        captions[:, 0] = 1
+
+        def decoder_step(feats):
+            logits, alphas = decoder(feats, captions)
+            loss = caption_loss(logits, alphas, captions[:, 1:], 0, 1.0)[0]
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(decoder.parameters(), 5.0)
+            optimizer.step()
+
+        with FlopCounterMode(display=False) as counter:
+            logits, alphas = decoder(features, captions)
+            caption_loss(logits, alphas, captions[:, 1:], 0, 1.0)[0].backward()
+        flops = counter.get_total_flops()
+
+        images = torch.randn(B, 3, size, size)
+
+        def step_with_encoder():
+            with torch.no_grad():
+                feats = encoder(images)
+            decoder_step(feats)
+
+        records = read_split(config.data, "train")
+        build_feature_cache(encoder, config, "train", records, batch_size=B)
+        vocab = build_vocab(c for r in records for c in r.captions)
+        dataset = CaptionDataset(records, FeatureCache(config, "train", records), vocab, L)
+        batches = [list(range(i, i + B)) for i in (0, B)]
+
+        def step_with_cache():
+            inputs = collate([dataset[i] for i in batches[0]], vocab.pad)[0]  # (B, P, D) from the memory map
+            batches.reverse()
+            decoder_step(inputs)
+
+        decoder_ms = median_ms(lambda: decoder_step(features), args.repeats)
+        result = {
+            "batch": B, "caption_tokens": L, "vocab": V, "dims": dim, "grid": f"{grid}x{grid}x{D}",
+            "threads": torch.get_num_threads(),
+            "decoder_step_ms": round(decoder_ms, 1),
+            "step_gflop": round(flops / 1e9, 2),
+            "step_gflops": round(flops / (decoder_ms / 1000) / 1e9, 1),
+            "matmul_gflops": round(matmul_gflops(2048 if not args.quick else 256, args.repeats), 1),
+            "step_with_encoder_ms": round(median_ms(step_with_encoder, max(1, args.repeats // 2)), 1),
+            "step_with_cache_ms": round(median_ms(step_with_cache, args.repeats), 1),
+        }
+    result["step_vs_matmul"] = round(result["step_gflops"] / result["matmul_gflops"], 3)
+    result["cache_vs_decoder_only"] = round(result["step_with_cache_ms"] / result["decoder_step_ms"], 3)
+    print(json.dumps(result, indent=1))
+
+
+if __name__ == "__main__":
+    main()
