@@ -10,7 +10,7 @@ Reported, as medians of --repeats runs after one warm-up, in milliseconds per im
   reference:  the plain per-image beam search of benchmarks/reference_beam.py
   end_to_end: ResNet-101 at 256 px + beam 5 at batch 1, and the encoder alone
 
-    python benchmarks/decode.py [--repeats 3] [--quick]
+    python benchmarks/decode.py [--repeats 5] [--quick] [--threads N]
 """
 
 import argparse
@@ -45,6 +45,15 @@ def build_decoder(vocab: Vocab) -> Decoder:
     return decoder
 
 
+def cpu_name() -> str:
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return platform.processor() or platform.machine()
+    names = [line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")]
+    return f"{names[0]} x {len(names)}" if names else platform.machine()
+
+
 def median_ms(run, repeats: int) -> float:
     run()  # warm-up
     times = []
@@ -68,7 +77,8 @@ def bench_decoder(decoder, vocab, batch_sizes, beams, repeats) -> dict:
         for K in beams:
             config = DecodeConfig(beam_size=K, max_length=MAX_LENGTH)
             check_full_length(beam_search(decoder, features, vocab, config))
-            out[f"beam{K}_batch{B}"] = round(median_ms(lambda: beam_search(decoder, features, vocab, config), repeats) / B, 2)
+            ms = median_ms(lambda: beam_search(decoder, features, vocab, config), repeats)
+            out[f"beam{K}_batch{B}"] = round(ms / B, 2)
         config = DecodeConfig(max_length=MAX_LENGTH)
         out[f"greedy_batch{B}"] = round(median_ms(lambda: greedy(decoder, features, vocab, config), repeats) / B, 2)
     return out
@@ -91,9 +101,13 @@ def bench_end_to_end(decoder, vocab, repeats) -> dict:
     images = torch.randn(1, 3, 256, 256)
     decode = DecodeConfig(beam_size=5, max_length=MAX_LENGTH)
     assert encoder(images).shape == (1, POSITIONS, FEATURE_DIM)
+
+    def caption(images):
+        return beam_search(decoder, encoder(images), vocab, decode)
+
     return {
         "encoder": round(median_ms(lambda: encoder(images), repeats), 2),
-        "encoder_plus_beam5": round(median_ms(lambda: beam_search(decoder, encoder(images), vocab, decode), repeats), 2),
+        "encoder_plus_beam5": round(median_ms(lambda: caption(images), repeats), 2),
     }
 
 
@@ -101,7 +115,10 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5, help="timed runs per figure (the median is reported)")
     parser.add_argument("--quick", action="store_true", help="batch 4 instead of 32, one timed run: a smoke test")
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
     args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     repeats = 1 if args.quick else args.repeats
     batch_sizes = [1, 4] if args.quick else [1, 32]
     vocab = Vocab([*SPECIALS, *(f"w{i}" for i in range(VOCAB_SIZE - len(SPECIALS)))])
@@ -112,7 +129,7 @@ def main(argv: list[str] | None = None) -> dict:
             "setup": {
                 "torch": torch.__version__,
                 "threads": torch.get_num_threads(),
-                "cpu": platform.processor() or platform.machine(),
+                "cpu": cpu_name(),
                 "repeats": repeats,
                 "steps_per_image": MAX_LENGTH + 1,
                 "positions": POSITIONS,

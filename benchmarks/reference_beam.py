@@ -43,7 +43,9 @@ def _finish(beam: Beam, score: float, finished: bool, P: int) -> Hypothesis:
 
 
 @torch.inference_mode()
-def reference_beam_search_one(decoder: Decoder, features: torch.Tensor, vocab: Vocab, config: DecodeConfig) -> list[Hypothesis]:
+def reference_beam_search_one(
+    decoder: Decoder, features: torch.Tensor, vocab: Vocab, config: DecodeConfig
+) -> list[Hypothesis]:
     """The n-best hypotheses of one image, features (P, D), best first."""
     K = config.beam_size
     P = features.shape[0]
@@ -61,6 +63,7 @@ def reference_beam_search_one(decoder: Decoder, features: torch.Tensor, vocab: V
             torch.stack([beam.h for beam in beams]), torch.stack([beam.c for beam in beams]),
         )
         log_probs = log_probs.float()
+        log_probs[:, vocab.pad] = log_probs[:, vocab.start] = float("-inf")  # never in a caption
         if config.suppress_unk:
             log_probs[:, vocab.unk] = float("-inf")
         if t == config.max_length:
@@ -89,6 +92,8 @@ def reference_beam_search_one(decoder: Decoder, features: torch.Tensor, vocab: V
     return ranked[: config.n_best]
 
 
-def reference_beam_search(decoder: Decoder, features: torch.Tensor, vocab: Vocab, config: DecodeConfig) -> list[list[Hypothesis]]:
+def reference_beam_search(
+    decoder: Decoder, features: torch.Tensor, vocab: Vocab, config: DecodeConfig
+) -> list[list[Hypothesis]]:
     """`reference_beam_search_one` for each image of features (B, P, D)."""
     return [reference_beam_search_one(decoder, image, vocab, config) for image in features]

@@ -8,10 +8,12 @@ changes `score`.
 All three methods share the same length rule: at most `max_length` words, then one last step in
 which only <end> counts. A hypothesis whose word at that last step is not <end> is returned
 unfinished (`finished=False`), without that word. In beam search "its word" is the beam's most
-likely next word, so that beam size 1 is exactly greedy decoding.
+likely next word, so that beam size 1 is exactly greedy decoding. No method ever generates <pad> or
+<start>, nor <unk> when `suppress_unk` is set.
 
-Beam search runs B images x K beams as one tensor program (rows b*K + k): the attention keys are
-computed once per image and expanded, the first step extends a single beam per image (the others
+Beam search runs B images x K beams as one tensor program (rows b*K + k of the decoder state): the
+attention keys are computed once per image, and each image's features and keys are shared by its
+K beams, never copied (see `Attention`); the first step extends a single beam per image (the others
 start at -inf) so beams do not duplicate, and each step takes the top K of the K*V extensions of
 each image. A beam that emits <end> leaves the search: its score goes into a per-image pool indexed
 by (step, slot), and its beam is set to -inf. The words, back-pointers and attention maps of every
@@ -20,7 +22,7 @@ last step. Length penalties (applied when ranking finished hypotheses, with the 
 <end> when it was generated):
   none     the sum of log-probabilities
   average  the sum divided by the length
-  gnmt     the sum divided by ((5 + length) / 6) ** length_alpha (Wu et al. 2016, eq. 14)
+  gnmt     the sum divided by ((5 + length) / 6) ** length_alpha (Wu et al. 2016, §7)
 """
 
 from collections.abc import Callable
@@ -50,9 +52,10 @@ def check_decode_config(config: DecodeConfig) -> None:
     if config.max_length < 0:
         raise ConfigError(f"decode.max_length must be >= 0, got {config.max_length}")
     if config.length_penalty not in LENGTH_PENALTIES:
-        raise ConfigError(f"decode.length_penalty: unknown '{config.length_penalty}'; known: {', '.join(LENGTH_PENALTIES)}")
+        known = ", ".join(LENGTH_PENALTIES)
+        raise ConfigError(f"decode.length_penalty: unknown '{config.length_penalty}'; known: {known}")
     if config.n_best < 1 or (not config.sample and config.n_best > config.beam_size):
-        raise ConfigError(f"decode.n_best must be between 1 and decode.beam_size ({config.beam_size}), got {config.n_best}")
+        raise ConfigError(f"decode.n_best must be in 1..decode.beam_size ({config.beam_size}), got {config.n_best}")
     if config.temperature <= 0:
         raise ConfigError(f"decode.temperature must be > 0, got {config.temperature}")
     if config.top_k < 0:
@@ -71,12 +74,14 @@ def ranking_score(scores: torch.Tensor, lengths: torch.Tensor, config: DecodeCon
 
 
 def _prepare_log_probs(log_probs: torch.Tensor, vocab: Vocab, suppress_unk: bool) -> torch.Tensor:
-    if suppress_unk:
-        log_probs[:, vocab.unk] = float("-inf")
+    """Rules out, in place, the words a caption never contains: <pad>, <start>, and <unk> if asked."""
+    log_probs[:, [vocab.pad, vocab.start, vocab.unk] if suppress_unk else [vocab.pad, vocab.start]] = float("-inf")
     return log_probs
 
 
-def _one_path(decoder: Decoder, features: torch.Tensor, vocab: Vocab, config: DecodeConfig, choose: Callable) -> list[Hypothesis]:
+def _one_path(
+    decoder: Decoder, features: torch.Tensor, vocab: Vocab, config: DecodeConfig, choose: Callable
+) -> list[Hypothesis]:
     """One hypothesis per image, `choose(log_probs (B, V)) -> words (B,)` picking each word."""
     B = features.shape[0]
     h, c, keys = decoder.init_state(features)
@@ -200,7 +205,7 @@ def beam_search(decoder: Decoder, features: torch.Tensor, vocab: Vocab, config: 
     return _n_best(pool, ended_last, history_words, history_parents, history_alphas, t, config)
 
 
-def _n_best(pool, ended_last, history_words, history_parents, history_alphas, last_step, config) -> list[list[Hypothesis]]:
+def _n_best(pool, ended_last, history_words, history_parents, history_alphas, last_step, config):
     """Ranks the pool (B, T+1, K) and traces the n best of each image back through the history."""
     B, T1, K = pool.shape
     P, n, device = history_alphas.shape[-1], config.n_best, pool.device
@@ -247,10 +252,8 @@ def search(
         drawn = sample(decoder, features.repeat_interleave(n, 0), vocab, config, generator)
         lengths = torch.tensor([len(x.tokens) + x.finished for x in drawn], dtype=torch.float)
         ranks = ranking_score(torch.tensor([x.score for x in drawn]), lengths, config).tolist()
-        return [
-            [x for _, x in sorted(zip(ranks[b * n : (b + 1) * n], drawn[b * n : (b + 1) * n]), key=lambda pair: -pair[0])]
-            for b in range(features.shape[0])
-        ]
+        order = sorted(range(len(drawn)), key=lambda i: (i // n, -ranks[i]))  # per image, best first
+        return [[drawn[i] for i in order[b * n : (b + 1) * n]] for b in range(features.shape[0])]
     if config.beam_size > 1:
         return beam_search(decoder, features, vocab, config)
     return [[hypothesis] for hypothesis in greedy(decoder, features, vocab, config)]

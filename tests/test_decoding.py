@@ -28,7 +28,9 @@ P, D = 16, 16
 
 def make_decoder(end_bias: float = 0.0, seed: int = 0):
     """A decoder whose weights depend only on `seed`; end_bias > 0 makes hypotheses end sooner."""
-    config = ModelConfig(backbone="small", small_channels=D, grid_size=4, embed_dim=16, attention_dim=16, decoder_dim=32)
+    config = ModelConfig(
+        backbone="small", small_channels=D, grid_size=4, embed_dim=16, attention_dim=16, decoder_dim=32
+    )
     decoder = Captioner(config, len(VOCAB)).decoder.eval()
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
@@ -131,6 +133,17 @@ def test_early_stop_saves_steps_without_changing_the_result():
     assert_same(got, reference_beam.reference_beam_search(decoder, features, VOCAB, config))
 
 
+def test_attention_tiles_do_not_change_the_result(decoder, monkeypatch):
+    features = make_features(5, seed=13)
+    config = DecodeConfig(beam_size=4, max_length=8, n_best=2)
+    whole = beam_search(decoder, features, VOCAB, config)
+    monkeypatch.setattr(decoder.attention, "tile_elements", 2 * 4 * P * 16)  # 2 images per tile
+    tiled = beam_search(decoder, features, VOCAB, config)
+    for hypotheses, expected in zip(tiled, whole):
+        assert [(h.tokens, h.score) for h in hypotheses] == [(h.tokens, h.score) for h in expected]
+        assert all(torch.equal(h.alphas, e.alphas) for h, e in zip(hypotheses, expected))
+
+
 class MarkovDecoder(torch.nn.Module):
     """A stand-in decoder whose next-word log-probs depend only on the previous word."""
 
@@ -200,14 +213,18 @@ def test_n_best_are_distinct_and_ranked(decoder):
         assert ranks == sorted(ranks, reverse=True)
 
 
-def test_suppress_unk_never_generates_unk():
+@pytest.mark.parametrize("beam_size, sample", [(1, False), (3, False), (1, True)])
+def test_never_pad_or_start_and_unk_only_if_allowed(beam_size, sample):
     decoder = make_decoder(seed=9)
     with torch.no_grad():
-        decoder.out.bias[VOCAB.unk] += 5.0  # <unk> is the likeliest word everywhere
+        decoder.out.bias[[VOCAB.pad, VOCAB.start, VOCAB.unk]] += 5.0  # the likeliest words everywhere
     features = make_features(4, seed=9)
     for suppress_unk in [False, True]:
-        config = DecodeConfig(beam_size=3, n_best=3, max_length=5, suppress_unk=suppress_unk)
-        tokens = [t for hypotheses in search(decoder, features, VOCAB, config) for h in hypotheses for t in h.tokens]
+        config = DecodeConfig(beam_size=beam_size, n_best=beam_size, max_length=5, suppress_unk=suppress_unk,
+                              sample=sample)
+        results = search(decoder, features, VOCAB, config, torch.Generator().manual_seed(0))
+        tokens = {t for hypotheses in results for h in hypotheses for t in h.tokens}
+        assert VOCAB.pad not in tokens and VOCAB.start not in tokens
         assert (VOCAB.unk in tokens) != suppress_unk
 
 
@@ -231,7 +248,10 @@ def test_sampling_limits_equal_greedy(decoder, settings):
 
 def test_filter_logits_top_k_and_nucleus():
     log_probs = torch.tensor([[0.15, 0.5, 0.05, 0.3]]).log()
-    kept = lambda **settings: (filter_logits(log_probs, DecodeConfig(**settings)) > float("-inf"))[0].tolist()  # noqa: E731
+
+    def kept(**settings):
+        return (filter_logits(log_probs, DecodeConfig(**settings)) > float("-inf"))[0].tolist()
+
     assert kept(top_k=2) == [False, True, False, True]
     assert kept(top_p=0.75) == [False, True, False, True]
     assert kept(top_p=0.85) == [True, True, False, True]

@@ -24,24 +24,27 @@ BACKBONES = {
 
 
 class SmallCNN(nn.Sequential):
-    """Four stride-2 stages (stride 16: a 128 px image gives an 8 x 8 grid) for the shapes world.
+    """Three stages, each a 2 x 2 stride-2 convolution then a 3 x 3 one (stride 8: a 128 px image
+    gives a 16 x 16 grid), pooled to the configured grid, for the shapes world.
 
-    The receptive field is kept small (43 px, under 3 cells): each annotation vector then describes
-    its own part of the image, as the paper's lower conv layer does, so the decoder has to attend to
-    an object to see it. A learned position embedding is added to the last grid: a plain CNN's
-    features say what is at a cell but hardly where the cell is, and "left of" and "above" need that.
+    Downsampling by non-overlapping 2 x 2 patches keeps feature (r, c) centred on the middle of grid
+    cell (r, c), where `grid_cell_center` maps attention back to pixels; a padded 3 x 3 stride-2
+    convolution would centre it half a cell up and left. The receptive field is small (36 px, under
+    5 cells): each annotation vector describes its own patch, as the paper's lower conv layer does,
+    so the decoder has to attend to an object to see it. A learned position embedding is added to
+    the grid: a plain CNN's features say what is at a cell but hardly where the cell is, and
+    captions about "left of" and "above" need that.
     """
 
     def __init__(self, channels: int, grid_size: int):
-        widths = [3, channels // 8, channels // 4, channels // 2, channels]
+        widths = [3, channels // 4, channels // 2, channels]
         stages = []
-        for stage, (c_in, c_out) in enumerate(zip(widths, widths[1:])):
-            kernel = 3 if stage < 2 else 1  # 3x3 only while the stride is small
+        for c_in, c_out in zip(widths, widths[1:]):
             stages += [
-                nn.Conv2d(c_in, c_out, 3, stride=2, padding=1, bias=False),
+                nn.Conv2d(c_in, c_out, 2, stride=2, bias=False),
                 nn.BatchNorm2d(c_out),
                 nn.ReLU(inplace=True),
-                nn.Conv2d(c_out, c_out, kernel, padding=kernel // 2, bias=False),
+                nn.Conv2d(c_out, c_out, 3, padding=1, bias=False),
                 nn.BatchNorm2d(c_out),
                 nn.ReLU(inplace=True),
             ]
