@@ -17,15 +17,14 @@ import argparse
 import json
 import os
 import platform
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from reference_beam import reference_beam_search  # noqa: E402
+from timing import median_ms  # noqa: E402
 
 from captioner.config import DecodeConfig, ModelConfig  # noqa: E402
 from captioner.decoding import beam_search, greedy  # noqa: E402
@@ -52,16 +51,6 @@ def cpu_name() -> str:
         return platform.processor() or platform.machine()
     names = [line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")]
     return f"{names[0]} x {len(names)}" if names else platform.machine()
-
-
-def median_ms(run, repeats: int) -> float:
-    run()  # warm-up
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - start)
-    return 1000 * statistics.median(times)
 
 
 def check_full_length(results) -> None:

@@ -15,33 +15,24 @@ Usage: python benchmarks/train_step.py [--repeats 5] [--quick]
 
 import argparse
 import json
-import statistics
+import sys
 import tempfile
-import time
 from pathlib import Path
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from captioner.config import load_config
-from captioner.data.dataset import CaptionDataset, collate
-from captioner.data.feature_cache import FeatureCache, build_feature_cache
-from captioner.data.readers import read_split
-from captioner.data.shapes import generate
-from captioner.model.captioner import Captioner
-from captioner.model.loss import caption_loss
-from captioner.vocab import build_vocab
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from timing import median_ms  # noqa: E402
 
-
-def median_ms(fn, repeats: int, warmup: int = 1) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - started)
-    return 1000 * statistics.median(times)
+from captioner.config import load_config  # noqa: E402
+from captioner.data.dataset import CaptionDataset, collate  # noqa: E402
+from captioner.data.feature_cache import FeatureCache, build_feature_cache  # noqa: E402
+from captioner.data.readers import read_split  # noqa: E402
+from captioner.data.shapes import generate  # noqa: E402
+from captioner.model.captioner import Captioner  # noqa: E402
+from captioner.model.loss import caption_loss  # noqa: E402
+from captioner.vocab import build_vocab  # noqa: E402
 
 
 def matmul_gflops(n: int, repeats: int) -> float:

@@ -63,7 +63,7 @@ class TrainConfig:
     warmup_steps: int = 100  # linear warm-up steps before the schedule
     step_size: int = 8  # step schedule: epochs between decays
     gamma: float = 0.5  # step schedule: decay factor
-    early_stop_metric: str = "BLEU-4"  # validation metric that picks checkpoint_best.pt
+    early_stop_metric: str = "BLEU-4"  # validation metric that picks checkpoint_best.pt; "A+B" sums several
     patience: int = 0  # stop after this many epochs without improvement (0 = never)
     val_images: int = 500  # validation images decoded per epoch (0 = the whole split)
     seed: int = 0  # seeds python, numpy and torch

@@ -279,7 +279,7 @@ def train(config: Config, resume: str | Path | None = None, stop_after_epoch: in
             row["lr_decoder"] = scheduler.get_last_lr()[0]
             row["val"] = validate(model, vocab, val_records, config, process)
             row["seconds"] = round(time.perf_counter() - started, 1)
-            score = row["val"].get(metric, math.nan)
+            score = sum(row["val"].get(name, math.nan) for name in metric.split("+"))
             improved = score > best
             best, stale = (score, 0) if improved else (best, stale + 1)
             if process.is_main:
