@@ -93,7 +93,8 @@ def main() -> None:
         batches = [list(range(i, i + B)) for i in (0, B)]
 
         def step_with_cache():
-            inputs = collate([dataset[i] for i in batches[0]], vocab.pad)[0]  # (B, P, D) from the memory map
+            inputs = collate([dataset[i] for i in batches[0]], vocab.pad)[0]  # (B, P, D) float16, memory-mapped
+            inputs = inputs.to(torch.float32)  # as the training loop does
             batches.reverse()
             decoder_step(inputs)
 

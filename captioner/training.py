@@ -128,7 +128,9 @@ def train_one_epoch(stepper: Stepper, loader, config: Config, epoch: int, show: 
     for batch in bar:
         if batch is not None:  # None: every image of the micro-batch was unreadable
             inputs, captions, _ = batch
-            micro_batches.append((inputs.to(device, non_blocking=True), captions.to(device, non_blocking=True)))
+            # Cached features arrive as float16; images and features are trained on in float32.
+            inputs = inputs.to(device, torch.float32, non_blocking=True)
+            micro_batches.append((inputs, captions.to(device, non_blocking=True)))
         if len(micro_batches) == config.train.accumulate:
             totals += stepper(micro_batches)
             micro_batches = []

@@ -109,4 +109,5 @@ class FeatureCache:
             return None
         if self._array is None:
             self._array = np.load(self.array_path, mmap_mode="r")
-        return torch.from_numpy(np.asarray(self._array[index], dtype=np.float32))  # (P, D)
+        # Stays float16 until the batch reaches its device: half the bytes to copy and stack.
+        return torch.from_numpy(np.array(self._array[index]))  # (P, D) float16

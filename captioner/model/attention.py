@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from captioner.config import ConfigError
+from captioner.model.layers import Linear, tanh_
 
 
 class Attention(nn.Module):
@@ -35,8 +36,8 @@ class AdditiveAttention(Attention):
 
     def __init__(self, feature_dim: int, decoder_dim: int, attention_dim: int):
         super().__init__()
-        self.feature_proj = nn.Linear(feature_dim, attention_dim)  # W_a
-        self.hidden_proj = nn.Linear(decoder_dim, attention_dim, bias=False)  # W_h
+        self.feature_proj = Linear(feature_dim, attention_dim)  # W_a
+        self.hidden_proj = Linear(decoder_dim, attention_dim, bias=False)  # W_h
         self.score = nn.Linear(attention_dim, 1)  # w
 
     def prepare(self, features):
@@ -49,7 +50,7 @@ class AdditiveAttention(Attention):
     tile_elements = 1 << 18
 
     def _energy(self, keys, query):
-        return self.score((keys.unsqueeze(1) + query).tanh_()).squeeze(-1)  # (B, K, P)
+        return self.score(tanh_(keys.unsqueeze(1) + query)).squeeze(-1)  # (B, K, P)
 
     def forward(self, keys, features, h):
         B, P, A = keys.shape

@@ -12,6 +12,7 @@ from torch import nn
 
 from captioner.config import ModelConfig
 from captioner.model.attention import build_attention
+from captioner.model.layers import Linear
 
 
 class Decoder(nn.Module):
@@ -20,20 +21,20 @@ class Decoder(nn.Module):
         E, D, H = config.embed_dim, feature_dim, config.decoder_dim
         self.embedding = nn.Embedding(vocab_size, E)
         self.attention = build_attention(config.attention, D, H, config.attention_dim)
-        self.init_h = nn.Linear(D, H)  # h_0, c_0 from the mean annotation vector (§3.1.2)
-        self.init_c = nn.Linear(D, H)
-        self.beta = nn.Linear(H, 1) if config.gate else None  # beta_t = sigmoid(f_beta(h_{t-1}))
+        self.init_h = Linear(D, H)  # h_0, c_0 from the mean annotation vector (§3.1.2)
+        self.init_c = Linear(D, H)
+        self.beta = Linear(H, 1) if config.gate else None  # beta_t = sigmoid(f_beta(h_{t-1}))
         # The affine map of eq. 1 over [E y_{t-1}, h_{t-1}, z_t], one block per input.
-        self.embed_gates = nn.Linear(E, 4 * H)
-        self.hidden_gates = nn.Linear(H, 4 * H, bias=False)
-        self.context_gates = nn.Linear(D, 4 * H, bias=False)
+        self.embed_gates = Linear(E, 4 * H)
+        self.hidden_gates = Linear(H, 4 * H, bias=False)
+        self.context_gates = Linear(D, 4 * H, bias=False)
         self.dropout = nn.Dropout(config.dropout)
         if config.deep_output:  # eq. 7: L_o(E y_{t-1} + L_h h_t + L_z z_t)
-            self.out_h = nn.Linear(H, E)
-            self.out_z = nn.Linear(D, E, bias=False)
-            self.out = nn.Linear(E, vocab_size)
+            self.out_h = Linear(H, E)
+            self.out_z = Linear(D, E, bias=False)
+            self.out = Linear(E, vocab_size)
         else:
-            self.out = nn.Linear(H, vocab_size)
+            self.out = Linear(H, vocab_size)
         self.deep_output = config.deep_output
 
     def init_state(self, features: torch.Tensor):
