@@ -73,6 +73,12 @@ def ranking_score(scores: torch.Tensor, lengths: torch.Tensor, config: DecodeCon
     return scores
 
 
+def rank_hypotheses(hypotheses: list[Hypothesis], config: DecodeConfig) -> list[float]:
+    """The ranking score of each hypothesis (its length counting <end> when it was generated)."""
+    lengths = torch.tensor([len(h.tokens) + h.finished for h in hypotheses], dtype=torch.float)
+    return ranking_score(torch.tensor([h.score for h in hypotheses]), lengths, config).tolist()
+
+
 def _prepare_log_probs(log_probs: torch.Tensor, vocab: Vocab, suppress_unk: bool) -> torch.Tensor:
     """Rules out, in place, the words a caption never contains: <pad>, <start>, and <unk> if asked."""
     log_probs[:, [vocab.pad, vocab.start, vocab.unk] if suppress_unk else [vocab.pad, vocab.start]] = float("-inf")
@@ -250,8 +256,7 @@ def search(
     if config.sample:
         n = config.n_best
         drawn = sample(decoder, features.repeat_interleave(n, 0), vocab, config, generator)
-        lengths = torch.tensor([len(x.tokens) + x.finished for x in drawn], dtype=torch.float)
-        ranks = ranking_score(torch.tensor([x.score for x in drawn]), lengths, config).tolist()
+        ranks = rank_hypotheses(drawn, config)
         order = sorted(range(len(drawn)), key=lambda i: (i // n, -ranks[i]))  # per image, best first
         return [[drawn[i] for i in order[b * n : (b + 1) * n]] for b in range(features.shape[0])]
     if config.beam_size > 1:

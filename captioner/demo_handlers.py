@@ -30,7 +30,8 @@ from captioner.checkpoint import load_model
 from captioner.config import ConfigError, DecodeConfig
 from captioner.data.images import MAX_PIXELS, ImageError, load_image, preprocess, to_rgb
 from captioner.data.shapes import make_scene, render
-from captioner.decoding import LENGTH_PENALTIES, Hypothesis, check_decode_config, ranking_score, search
+from captioner.decoding import LENGTH_PENALTIES, Hypothesis, check_decode_config, rank_hypotheses
+from captioner.inference import caption_batch
 from captioner.visualize import overlay_attention, save_attention
 
 BEAM_SIZES = (1, 10)  # the page's beam size slider, inclusive
@@ -166,11 +167,8 @@ class CaptionDemo:
 
     def hypotheses(self, image: Image.Image, decode: DecodeConfig) -> list[Hypothesis]:
         """The n-best captions of one RGB image, best first: the CLI's preprocessing and search."""
-        device = next(self.model.parameters()).device
-        x = preprocess(image, self.config.data.image_size).unsqueeze(0).to(device)  # (1, 3, S, S)
-        with torch.inference_mode():
-            features = self.model.encoder(x)  # (1, P, D)
-        return search(self.model.decoder, features, self.vocab, decode)[0]
+        x = preprocess(image, self.config.data.image_size).unsqueeze(0)  # (1, 3, S, S)
+        return caption_batch(self.model, self.vocab, x, decode)[0]
 
     def caption(self, image, beam_size=None, length_penalty=None, max_length=None):
         """The `/caption` handler: (caption, [(word, peakedness)], [(overlay, word)], n-best rows,
@@ -196,8 +194,7 @@ class CaptionDemo:
     def n_best_rows(self, hypotheses: list[Hypothesis], decode: DecodeConfig) -> list[list]:
         """One row per hypothesis, in the search's order (by ranking score: the log-probability,
         unless a length penalty divides it)."""
-        lengths = torch.tensor([len(h.tokens) + h.finished for h in hypotheses], dtype=torch.float)
-        ranked = ranking_score(torch.tensor([h.score for h in hypotheses]), lengths, decode).tolist()
+        ranked = rank_hypotheses(hypotheses, decode)
         return [
             [rank, " ".join(self.vocab.decode(h.tokens)), round(h.score, 4), round(r, 4),
              "yes" if h.finished else "max length"]

@@ -50,8 +50,12 @@ class ImageFiles(Dataset):
         return preprocess(image, self.image_size), index, image.size
 
 
-def _collate(items):
-    return items  # images are stacked in caption_files, after failures are split off
+@torch.inference_mode()
+def caption_batch(model: Captioner, vocab: Vocab, images: torch.Tensor, decode: DecodeConfig,
+                  generator: torch.Generator | None = None) -> list[list[Hypothesis]]:
+    """The n-best hypotheses of each preprocessed image of images (B, 3, S, S)."""
+    features = model.encoder(images.to(next(model.parameters()).device))  # (B, P, D)
+    return search(model.decoder, features, vocab, decode, generator)
 
 
 def caption_files(
@@ -66,8 +70,7 @@ def caption_files(
     generator: torch.Generator | None = None,
 ) -> Iterator[Captioned | Failed]:
     """Captions `paths` in order, one result per path; `generator` seeds sampling."""
-    device = next(model.parameters()).device
-    loader = DataLoader(ImageFiles(list(paths), image_size), batch_size=batch_size, num_workers=num_workers, collate_fn=_collate)
+    loader = DataLoader(ImageFiles(list(paths), image_size), batch_size=batch_size, num_workers=num_workers, collate_fn=list)  # failures are split off before stacking
     with tqdm(total=len(paths), desc="captioning", unit="img", disable=not progress) as bar:
         for items in loader:
             good = [(image, i, size) for image, i, size in items if image is not None]
@@ -75,10 +78,8 @@ def caption_files(
                 i: Failed(loader.dataset.paths[i], message) for image, i, message in items if image is None
             }
             if good:
-                images = torch.stack([image for image, _, _ in good]).to(device)
-                with torch.inference_mode():
-                    features = model.encoder(images)
-                for (_, i, size), hypotheses in zip(good, search(model.decoder, features, vocab, decode, generator)):
+                images = torch.stack([image for image, _, _ in good])
+                for (_, i, size), hypotheses in zip(good, caption_batch(model, vocab, images, decode, generator)):
                     results[i] = Captioned(loader.dataset.paths[i], hypotheses, size)
             for _, i, _ in items:
                 yield results[i]

@@ -174,12 +174,12 @@ def _set_rng_state(state: dict) -> None:
 
 
 def _prepare_run(config: Config, resume: Path | None):
-    """(config, vocab, model, run dir, checkpoint state or None), for a new or a resumed run."""
+    """(config, vocab, model, run dir, checkpoint state or None, training records), for a new or a
+    resumed run."""
     if resume is not None:
         state = load_checkpoint(Path(resume) / "checkpoint_last.pt")
         config = config_from_dict(state["config"])
         config.model.weights = "none"  # the checkpoint holds the weights
-        vocab = Vocab(state["vocab"])
         run_dir = Path(resume)
     else:
         run_dir = Path(config.train.out_dir)
@@ -189,16 +189,19 @@ def _prepare_run(config: Config, resume: Path | None):
                 "or choose another folder with --set train.out_dir=..."
             )
         state = None
-        train_records = read_split(config.data, "train")
+    train_records = read_split(config.data, "train")
+    if state is not None:
+        vocab = Vocab(state["vocab"])
+    else:  # built from the training split only
         vocab = build_vocab((c for r in train_records for c in r.captions), config.data.min_word_count)
     model = Captioner(config.model, len(vocab))
     if state is not None:
         model.load_state_dict(state["model"])
-    return config, vocab, model, run_dir, state
+    return config, vocab, model, run_dir, state, train_records
 
 
-def _train_loader(config: Config, model: Captioner, vocab: Vocab, process: distributed.Process, device: torch.device):
-    records = read_split(config.data, "train")
+def _train_loader(config: Config, records: list, model: Captioner, vocab: Vocab, process: distributed.Process,
+                  device: torch.device):
     if config.data.feature_cache:
         if not model.encoder.frozen:
             raise ConfigError("data.feature_cache needs a frozen encoder: set model.fine_tune_from=none")
@@ -235,14 +238,14 @@ def train(config: Config, resume: str | Path | None = None, stop_after_epoch: in
     Under torchrun every process calls this; rank 0 alone writes files and prints.
     """
     seed_everything(config.train.seed)
-    config, vocab, model, run_dir, state = _prepare_run(config, resume)
+    config, vocab, model, run_dir, state, train_records = _prepare_run(config, resume)
     process, device = distributed.start(resolve_device(config.train.device))
     model.to(device)
     if process.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         save_config(config, run_dir / "config.yaml")
 
-    loader, dataset, sampler = _train_loader(config, model, vocab, process, device)
+    loader, dataset, sampler = _train_loader(config, train_records, model, vocab, process, device)
     val_records = read_split(config.data, "val")
     if config.train.val_images:
         val_records = val_records[: config.train.val_images]
