@@ -50,7 +50,7 @@ def reference_beam_search_one(
     K = config.beam_size
     P = features.shape[0]
     features = features.unsqueeze(0)  # (1, P, D)
-    h, c, keys = decoder.init_state(features)
+    h, c, memory = decoder.init_state(features)  # the plain memory, never projected
     beams = [Beam(0.0, h=h[0], c=c[0])]
     pool: list[Hypothesis] = []
     for t in range(config.max_length + 1):
@@ -58,9 +58,8 @@ def reference_beam_search_one(
             break
         L = len(beams)
         words = torch.tensor([beam.tokens[-1] if beam.tokens else vocab.start for beam in beams])
-        log_probs, alpha, h, c = decoder.step(
-            features.expand(L, -1, -1), keys.expand(L, -1, -1), words,
-            torch.stack([beam.h for beam in beams]), torch.stack([beam.c for beam in beams]),
+        log_probs, alpha, h, c = decoder.step(  # the L beams as L rows of the one image
+            memory, words, torch.stack([beam.h for beam in beams]), torch.stack([beam.c for beam in beams])
         )
         log_probs = log_probs.float()
         log_probs[:, vocab.pad] = log_probs[:, vocab.start] = float("-inf")  # never in a caption

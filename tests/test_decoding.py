@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from captioner.config import ConfigError, DecodeConfig, ModelConfig
+from captioner import decoding
 from captioner.decoding import beam_search, filter_logits, greedy, sample, search
 from captioner.model.captioner import Captioner
 from captioner.vocab import SPECIALS, Vocab
@@ -151,11 +152,11 @@ class MarkovDecoder(torch.nn.Module):
         super().__init__()
         self.table = probs.log()
 
-    def init_state(self, features):
+    def init_state(self, features, project=False):
         zeros = features.new_zeros(features.shape[0], 1)
-        return zeros, zeros, features
+        return zeros, zeros, features  # the memory is the features
 
-    def step(self, features, keys, words, h, c):
+    def step(self, features, words, h, c):
         P = features.shape[1]
         return self.table[words].clone(), features.new_full((len(words), P), 1 / P), h, c
 
@@ -276,3 +277,13 @@ def test_search_dispatches_and_validates(decoder):
         search(decoder, features, VOCAB, DecodeConfig(beam_size=2, n_best=3))
     with pytest.raises(ConfigError, match="decode.length_penalty"):
         search(decoder, features, VOCAB, DecodeConfig(beam_size=2, length_penalty="long"))
+
+
+@pytest.mark.parametrize("beam_size", [1, 3])
+def test_single_images_search_a_projected_memory_with_the_same_result(decoder, beam_size, monkeypatch):
+    features = make_features(3, seed=8)
+    config = DecodeConfig(beam_size=beam_size, max_length=10, n_best=beam_size)
+    projected = [search(decoder, image[None], VOCAB, config)[0] for image in features]
+    monkeypatch.setattr(decoding, "PROJECT_MAX_IMAGES", 0)
+    assert not decoding.project_memory(1)
+    assert_same(projected, [search(decoder, image[None], VOCAB, config)[0] for image in features])

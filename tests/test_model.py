@@ -5,6 +5,7 @@ import torch
 
 from captioner.config import ConfigError, ModelConfig
 from captioner.model.captioner import Captioner
+from captioner.model.layers import Linear
 from captioner.model.loss import caption_loss
 
 TINY = dict(small_channels=16, grid_size=4, embed_dim=16, attention_dim=16, decoder_dim=32)
@@ -25,16 +26,24 @@ def test_forward_returns_logits_and_attention_per_word():
     torch.testing.assert_close(alphas.sum(-1), torch.ones(3, 5))
 
 
-def test_teacher_forcing_equals_step_by_step_decoding():
-    model = tiny_model()
+@pytest.mark.parametrize(
+    "changes, project",
+    [({}, False), ({}, True), ({"deep_output": False, "gate": False}, True)],
+)
+def test_teacher_forcing_equals_step_by_step_decoding(changes, project):
+    # Step by step without autograd: the decoding path (oneDNN linears, tiled attention and, when
+    # `project`, the projected memory) against the training path's teacher forcing.
+    model = tiny_model(**changes)
     features = model.encoder(torch.randn(2, 3, 64, 64))
     captions = torch.randint(4, 12, (2, 5))
     logits, alphas = model.decoder(features, captions)
-    h, c, keys = model.decoder.init_state(features)
-    for t in range(4):
-        log_probs, alpha, h, c = model.decoder.step(features, keys, captions[:, t], h, c)
-        torch.testing.assert_close(log_probs, logits[:, t].log_softmax(-1))
-        torch.testing.assert_close(alpha, alphas[:, t])
+    with torch.inference_mode():
+        h, c, memory = model.decoder.init_state(features, project=project)
+        assert memory.projected == project
+        for t in range(4):
+            log_probs, alpha, h, c = model.decoder.step(memory, captions[:, t], h, c)
+            torch.testing.assert_close(log_probs, logits[:, t].log_softmax(-1))
+            torch.testing.assert_close(alpha, alphas[:, t])
 
 
 def test_loss_is_cross_entropy_plus_doubly_stochastic_penalty():
@@ -123,3 +132,13 @@ def test_no_gate_and_no_deep_output_variants_run():
     model = tiny_model(gate=False, deep_output=False)
     logits, _ = model(torch.randn(1, 3, 64, 64), torch.tensor([[1, 5, 2]]))
     assert logits.shape == (1, 2, 12) and math.isfinite(float(logits.detach().sum()))
+
+
+def test_linear_without_autograd_follows_weight_changes():
+    layer = Linear(8, 5)
+    x = torch.randn(3, 8)
+    for _ in range(2):  # the second time after an in-place update, as an optimizer step makes
+        with torch.no_grad():
+            torch.testing.assert_close(layer(x), torch.nn.functional.linear(x, layer.weight, layer.bias))
+            layer.weight.mul_(-2)
+    assert Linear(8, 5, bias=False)(x).shape == (3, 5)

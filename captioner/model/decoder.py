@@ -5,7 +5,15 @@ alpha (B, P) attention weights, z the context, beta the gating scalar (§4.2.1),
 output. The LSTM (eq. 1-3) is written out so that the embedding's share of the gates is computed
 for all time steps in one matrix product during training; the attention keys are computed once
 per image (`Attention.prepare`), never per step.
+
+The context z_t = beta_t sum_i alpha_ti a_i enters the model only through two linear maps without
+bias, its share of the gates (eq. 1) and L_z (eq. 7), so they can be applied to the annotation
+vectors once instead of to z_t at every step: `Memory(projected=True)` holds a_i times both maps,
+and the step reads beta_t sum_i alpha_ti (W a_i) = W z_t. Decoding one image at a time uses it: a
+step then reads two small tensors instead of 20 MB of weights at the paper's sizes.
 """
+
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -13,6 +21,17 @@ from torch import nn
 from captioner.config import ModelConfig
 from captioner.model.attention import build_attention
 from captioner.model.layers import Linear
+
+
+@dataclass
+class Memory:
+    """What the decoder reads of B images at every step: the attention keys (B, P, A) and the
+    values that attention averages, the features (B, P, D) or, when `projected`, their products
+    with the context's weights (B, P, 4H [+ E]): gates first, then L_z."""
+
+    keys: torch.Tensor
+    values: torch.Tensor
+    projected: bool = False
 
 
 class Decoder(nn.Module):
@@ -37,37 +56,48 @@ class Decoder(nn.Module):
             self.out = Linear(H, vocab_size)
         self.deep_output = config.deep_output
 
-    def init_state(self, features: torch.Tensor):
-        """h_0, c_0 (B, H) and the attention keys (B, P, A) for features (B, P, D)."""
+    def init_state(self, features: torch.Tensor, project: bool = False):
+        """h_0, c_0 (B, H) and the `Memory` of features (B, P, D), `project`ed if asked."""
         mean = features.mean(1)  # (B, D)
-        return torch.tanh(self.init_h(mean)), torch.tanh(self.init_c(mean)), self.attention.prepare(features)
+        h, c = torch.tanh(self.init_h(mean)), torch.tanh(self.init_c(mean))
+        keys = self.attention.prepare(features)
+        if not project:
+            return h, c, Memory(keys, features)
+        maps = [self.context_gates.weight, self.out_z.weight] if self.deep_output else [self.context_gates.weight]
+        return h, c, Memory(keys, torch.matmul(features, torch.cat(maps).t()), projected=True)
 
-    def _recur(self, features, keys, embed_gates, h, c):
-        """One LSTM step given the embedding's gate share (B, 4H); returns h, c, z_hat, alpha."""
-        z, alpha = self.attention(keys, features, h)  # (B, D), (B, P)
+    def _recur(self, memory: Memory, embed_gates, h, c):
+        """One LSTM step given the embedding's gate share (N, 4H): h, c, alpha (N, P) and the
+        context read, z (N, D), or with a projected memory W z (N, 4H [+ E])."""
+        z, alpha = self.attention(memory.keys, memory.values, h)
         if self.beta is not None:
             z = torch.sigmoid(self.beta(h)) * z
-        gates = embed_gates + self.hidden_gates(h) + self.context_gates(z)  # (B, 4H)
+        context_gates = z[:, : embed_gates.shape[-1]] if memory.projected else self.context_gates(z)
+        gates = embed_gates + self.hidden_gates(h) + context_gates  # (N, 4H)
         i, f, g, o = gates.chunk(4, -1)
         c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
         h = torch.sigmoid(o) * torch.tanh(c)
         return h, c, z, alpha
 
-    def _logits(self, embedded, h, z):
-        """Eq. 7 over any leading dims; tanh before L_o as in the authors' code."""
+    def _logits(self, embedded, h, out_z):
+        """Eq. 7 over any leading dims, given L_z z; tanh before L_o as in the authors' code."""
         if self.deep_output:
-            return self.out(self.dropout(torch.tanh(embedded + self.out_h(h) + self.out_z(z))))
+            return self.out(self.dropout(torch.tanh(embedded + self.out_h(h) + out_z)))
         return self.out(self.dropout(h))
 
-    def step(self, features, keys, words, h, c):
+    def step(self, memory: Memory, words, h, c):
         """One decoding step for the previous words (N,): log-probs (N, V), alpha (N, P), h, c.
 
-        N = B*K: words, h and c may hold K rows per image of features/keys (B, ...), in rows
-        b*K + k, as beam search does; the attention shares each image's features among them.
+        N = B*K: words, h and c may hold K rows per image of the memory (B images), in rows
+        b*K + k, as beam search does; the attention shares each image's memory among them.
         """
-        embedded = self.embedding(words)  # (B, E)
-        h, c, z, alpha = self._recur(features, keys, self.embed_gates(embedded), h, c)
-        return self._logits(embedded, h, z).log_softmax(-1), alpha, h, c
+        embedded = self.embedding(words)  # (N, E)
+        embed_gates = self.embed_gates(embedded)
+        h, c, z, alpha = self._recur(memory, embed_gates, h, c)
+        out_z = None
+        if self.deep_output:
+            out_z = z[:, embed_gates.shape[-1] :] if memory.projected else self.out_z(z)
+        return self._logits(embedded, h, out_z).log_softmax(-1), alpha, h, c
 
     def forward(self, features: torch.Tensor, captions: torch.Tensor):
         """Teacher forcing. captions (B, T+1) start with <start>; predicts captions[:, 1:].
@@ -75,14 +105,15 @@ class Decoder(nn.Module):
         Returns logits (B, T, V) and alphas (B, T, P). Padded steps are computed like the others
         (a full batch per step is faster than shrinking it) and masked out by the loss.
         """
-        h, c, keys = self.init_state(features)
+        h, c, memory = self.init_state(features)
         embedded = self.embedding(captions[:, :-1])  # (B, T, E)
         embed_gates = self.embed_gates(embedded)  # (B, T, 4H): all steps at once
         hs, zs, alphas = [], [], []
         for t in range(embedded.shape[1]):
-            h, c, z, alpha = self._recur(features, keys, embed_gates[:, t], h, c)
+            h, c, z, alpha = self._recur(memory, embed_gates[:, t], h, c)
             hs.append(h)
             zs.append(z)
             alphas.append(alpha)
-        logits = self._logits(embedded, torch.stack(hs, 1), torch.stack(zs, 1))  # (B, T, V)
+        out_z = self.out_z(torch.stack(zs, 1)) if self.deep_output else None  # all steps at once
+        logits = self._logits(embedded, torch.stack(hs, 1), out_z)  # (B, T, V)
         return logits, torch.stack(alphas, 1)
