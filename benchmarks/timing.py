@@ -1,14 +1,18 @@
-"""The one timer of the benchmarks: the median of `repeats` runs after a warm-up, in milliseconds."""
+"""The one timer of the benchmarks: `repeats` timed runs after a warm-up, in milliseconds."""
 
 import statistics
 import time
 
 
-def median_ms(run, repeats: int) -> float:
+def times_ms(run, repeats: int) -> list[float]:
     run()  # warm-up: first-touch allocations, lazy initialisation
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
         run()
-        times.append(time.perf_counter() - start)
-    return 1000 * statistics.median(times)
+        times.append(1000 * (time.perf_counter() - start))
+    return times
+
+
+def median_ms(run, repeats: int) -> float:
+    return statistics.median(times_ms(run, repeats))

@@ -202,7 +202,7 @@ def beam_search(decoder: Decoder, features: torch.Tensor, vocab: Vocab, config: 
             pool[:, T] = torch.where(ended_last, scores + log_probs[..., vocab.end], scores)
             history_parents[T] = torch.arange(K, device=device)
             break
-        candidates = (scores.unsqueeze(-1) + log_probs.view(B, K, V)).view(B, K * V)
+        candidates = log_probs.view(B, K, V).add_(scores.unsqueeze(-1)).view(B, K * V)  # no new (B*K, V) tensor
         top, index = candidates.topk(K, -1)  # (B, K)
         parents, chosen = index.div(V, rounding_mode="floor"), index.remainder(V)  # (B, K)
         ended = chosen == vocab.end
