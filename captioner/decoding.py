@@ -12,8 +12,8 @@ likely next word, so that beam size 1 is exactly greedy decoding. No method ever
 <start>, nor <unk> when `suppress_unk` is set.
 
 Beam search runs B images x K beams as one tensor program (rows b*K + k of the decoder state): the
-attention keys are computed once per image, and each image's features and keys are shared by its
-K beams, never copied (see `Attention`); the first step extends a single beam per image (the others
+decoder's memory (attention keys and values) is computed once per image and shared by its K
+beams, never copied (see `Attention`); the first step extends a single beam per image (the others
 start at -inf) so beams do not duplicate, and each step takes the top K of the K*V extensions of
 each image. A beam that emits <end> leaves the search: its score goes into a per-image pool indexed
 by (step, slot), and its beam is set to -inf. The words, back-pointers and attention maps of every
