@@ -141,4 +141,7 @@ def test_linear_without_autograd_follows_weight_changes():
         with torch.no_grad():
             torch.testing.assert_close(layer(x), torch.nn.functional.linear(x, layer.weight, layer.bias))
             layer.weight.mul_(-2)
+    layer.weight.data = torch.randn(5, 8)  # a new tensor behind the same parameter, as Module.to makes
+    with torch.no_grad():
+        torch.testing.assert_close(layer(x), torch.nn.functional.linear(x, layer.weight, layer.bias))
     assert Linear(8, 5, bias=False)(x).shape == (3, 5)

@@ -16,8 +16,9 @@ def _onednn_linear_available() -> bool:
 
 ONEDNN_LINEAR = _onednn_linear_available()
 # Weights reordered into oneDNN's blocked layout, kept while the weight is unchanged:
-# {id(weight): (its version counter, reordered copy)}; an entry goes when its weight is freed.
-_PACKED: dict[int, tuple[int, torch.Tensor]] = {}
+# {id(weight): ((its version counter, its data pointer), reordered copy)}; an entry goes when its
+# weight is freed. The pointer catches `param.data = ...` (as Module.to does), which keeps the version.
+_PACKED: dict[int, tuple[tuple[int, int], torch.Tensor]] = {}
 
 
 class Linear(nn.Linear):
@@ -29,7 +30,7 @@ class Linear(nn.Linear):
     rows of a beam search step it is the fastest: 5 rows through 512 -> 10 000 take 0.8-1.0 ms
     instead of 1.4 (W x^T below) or 3.0 (x W^T), 5 rows through 2048 -> 2048 0.5-0.6 ms instead of
     1.0 or 1.9 (best of 30 runs); from about 100 rows on, all three are within 10 %, and this one
-    returns a contiguous result. The copy is remade when the weight changes (its version moves).
+    returns a contiguous result. The copy is remade when the weight changes.
 
     With autograd: (W x^T)^T, which MKL runs faster than x W^T for the rows of a recurrent step (32
     rows through 2048 -> 2048: 2.5 ms instead of 4.9). Other inputs go through nn.Linear unchanged.
@@ -56,10 +57,11 @@ class Linear(nn.Linear):
 
     def _packed_weight(self) -> torch.Tensor:
         weight = self.weight
+        key = (weight._version, weight.data_ptr())
         cached = _PACKED.get(id(weight))
         if cached is None:
             weakref.finalize(weight, _PACKED.pop, id(weight), None)
-        if cached is None or cached[0] != weight._version:
-            cached = (weight._version, torch.ops.mkldnn._reorder_linear_weight(weight.detach(), 8))
+        if cached is None or cached[0] != key:
+            cached = (key, torch.ops.mkldnn._reorder_linear_weight(weight.detach(), 8))
             _PACKED[id(weight)] = cached
         return cached[1]
