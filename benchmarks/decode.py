@@ -6,7 +6,9 @@ only, not in the package) so that every image runs exactly max_length + 1 = 21 s
 figures do not depend on when random weights happen to stop.
 
 Reported, as medians of --repeats runs after one warm-up, in milliseconds per image:
-  decoder:    the batched search (`beam_search`, and `greedy`) at batch 1 and 32, beam 1, 3, 5
+  decoder:    the batched search (`beam_search`, and `greedy`) at batch 1 and 32, beam 1, 3, 5; and
+              beam 5 at batch 1 with and without the projected memory that single images get
+              (decoder.py), run in turn 3 x --repeats times
   reference:  the plain per-image beam search of benchmarks/reference_beam.py
   end_to_end: ResNet-101 at 256 px + beam 5 at batch 1, and the encoder alone
 
@@ -17,15 +19,18 @@ import argparse
 import json
 import os
 import platform
+import statistics
 import sys
 from pathlib import Path
+from unittest.mock import patch
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from reference_beam import reference_beam_search  # noqa: E402
-from timing import median_ms  # noqa: E402
+from timing import median_ms, times_ms  # noqa: E402
 
+from captioner import decoding  # noqa: E402
 from captioner.config import DecodeConfig, ModelConfig  # noqa: E402
 from captioner.decoding import beam_search, greedy  # noqa: E402
 from captioner.model.decoder import Decoder  # noqa: E402
@@ -68,9 +73,24 @@ def bench_decoder(decoder, vocab, batch_sizes, beams, repeats) -> dict:
             check_full_length(beam_search(decoder, features, vocab, config))
             ms = median_ms(lambda: beam_search(decoder, features, vocab, config), repeats)
             out[f"beam{K}_batch{B}"] = round(ms / B, 2)
+            if B == 1 and K == max(beams):
+                out.update(projection_ab(decoder, features, vocab, config, 3 * repeats))
         config = DecodeConfig(max_length=MAX_LENGTH)
         out[f"greedy_batch{B}"] = round(median_ms(lambda: greedy(decoder, features, vocab, config), repeats) / B, 2)
     return out
+
+
+def projection_ab(decoder, features, vocab, config, rounds: int) -> dict:
+    """What the projected memory of a single image saves: the search with and without it, one run
+    of each in turn, so that both see the same load on the machine; medians."""
+    times = {True: [], False: []}
+    for _ in range(rounds):
+        for projected in times:
+            with patch.object(decoding, "PROJECT_MAX_IMAGES", 1 if projected else 0):
+                times[projected] += times_ms(lambda: beam_search(decoder, features, vocab, config), 1)
+    K = config.beam_size
+    return {f"beam{K}_batch1_ab_projected": round(statistics.median(times[True]), 2),
+            f"beam{K}_batch1_ab_unprojected": round(statistics.median(times[False]), 2)}
 
 
 def bench_reference(decoder, vocab, beams, images, repeats) -> dict:

@@ -31,7 +31,6 @@ import numpy as np
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 from gradio_client import Client, handle_file  # noqa: E402
-from PIL import Image  # noqa: E402
 
 from captioner.app import QUEUE, create_demo, example_images, launch  # noqa: E402
 from captioner.cli.caption import BUNDLED_CHECKPOINT  # noqa: E402
@@ -106,7 +105,7 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory(prefix="captioner-load-") as tmp:
         os.environ["GRADIO_TEMP_DIR"] = str(Path(tmp) / "gradio")  # read when the components are built
         images = load_images(Path(tmp), args.images)
-        expected = {path: demo.caption(Image.open(path), *options)[0] for path in images}
+        expected = {path: demo.caption(str(path), *options)[0] for path in images}  # read as the server reads it
         page = None
         url = args.url
         if url is None:

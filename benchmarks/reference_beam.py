@@ -8,7 +8,6 @@ one last step where a beam ends if <end> is its most likely word and is otherwis
 unfinished. The tests (tests/test_decoding.py) and the benchmark (benchmarks/decode.py) import it.
 """
 
-import math
 from dataclasses import dataclass, field
 
 import torch

@@ -5,10 +5,11 @@ Decoder: embedding, attention and LSTM 512, a 14 x 14 x 2048 feature grid (ResNe
 - decoder_step_ms: one training step (forward, backward, Adam) on precomputed features;
 - step_gflop: its floating-point operations (forward and backward, counted by torch's FlopCounterMode)
   and step_gflops: GFLOP/s achieved, against matmul_gflops: a plain 2048^2 fp32 matrix product on
-  the same machine in the same run. Both are timed the same way, --repeats runs each, and compared
-  twice: step_vs_matmul on the best run of each (other load on the machine only ever slows a run
-  down) and step_vs_matmul_median on the medians;
-- step_with_encoder_ms: the same step with a frozen ResNet-101 run on 32 images at 256 px first, and
+  the same machine in the same run. Both are timed the same way, --repeats runs each; step_gflops,
+  matmul_gflops and step_vs_matmul use the best run of each (other load on the machine only ever
+  slows a run down), step_vs_matmul_median the medians; decoder_step_ms is the step's median;
+- step_with_encoder_ms: the same step with a frozen ResNet-101 run on 32 images at 256 px first
+  (median of --repeats // 2 runs: each takes seconds), and
   step_with_cache_ms: with the features read from a real feature cache instead (float16 memory map,
   through the training Dataset and collate).
 

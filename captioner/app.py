@@ -24,6 +24,7 @@ from pathlib import Path
 import gradio as gr
 
 from captioner.checkpoint import CheckpointError
+from captioner.config import ConfigError
 from captioner.cli.caption import BUNDLED_CHECKPOINT
 from captioner.decoding import LENGTH_PENALTIES
 from captioner.demo_handlers import BEAM_SIZES, MAX_LENGTHS, NBEST_HEADERS, CaptionDemo, WordAttention, random_scene
@@ -166,8 +167,8 @@ def main(argv: list[str] | None = None) -> None:
     except CheckpointError as error:
         hint = "; pass --checkpoint FILE" if args.checkpoint == str(BUNDLED_CHECKPOINT) else ""
         sys.exit(f"error: {error}{hint}")
-    except (RuntimeError, AssertionError) as error:  # torch: an unknown or unavailable device
-        sys.exit(f"error: cannot use device {args.device!r}: {str(error).strip().splitlines()[0]}")
+    except ConfigError as error:
+        sys.exit(f"error: {error}")
     launch(page, args.host, args.port, args.share)
 
 

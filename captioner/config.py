@@ -102,6 +102,11 @@ def _coerce(key: str, value, annotation):
     """Checks `value` against a field's type; ints are accepted where floats are expected."""
     if annotation is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if annotation is float and isinstance(value, str):  # YAML 1.1 reads "1e-3" as a string
+        try:
+            return float(value)
+        except ValueError:
+            pass
     if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union:
         for option in typing.get_args(annotation):
             try:
@@ -142,10 +147,6 @@ def parse_override(text: str) -> dict:
     if not sep or not key:
         raise ConfigError(f"override '{text}' is not of the form section.key=value")
     value = yaml.safe_load(raw) if raw else ""
-    try:  # YAML 1.1 reads "1e-3" as a string; on the command line it means a number
-        value = float(value) if isinstance(value, str) and "e" in value.lower() else value
-    except ValueError:
-        pass
     nested: dict = {}
     node = nested
     *parents, leaf = key.strip().split(".")

@@ -28,7 +28,7 @@ from PIL import Image
 
 from captioner.checkpoint import load_model
 from captioner.config import ConfigError, DecodeConfig
-from captioner.data.images import MAX_PIXELS, ImageError, load_image, preprocess, to_rgb
+from captioner.data.images import ImageError, load_image, preprocess, to_rgb
 from captioner.data.shapes import make_scene, render
 from captioner.decoding import LENGTH_PENALTIES, Hypothesis, check_decode_config, rank_hypotheses
 from captioner.inference import caption_batch
@@ -38,6 +38,7 @@ BEAM_SIZES = (1, 10)  # the page's beam size slider, inclusive
 MAX_LENGTHS = (1, 50)  # the page's max length slider, inclusive
 N_BEST = 5  # n-best list length = min(beam size, N_BEST)
 MAX_DISPLAY_SIDE = 1024  # overlays are drawn on a copy at most this many pixels on its longer side
+STRIP_SIDE = 256  # the per-word strip's tiles, shown at about 230 pixels
 FILES_TTL_S = 3600  # per-request download folders older than this are deleted
 NBEST_HEADERS = ["#", "caption", "log-prob", "rank score", "ended"]
 NO_IMAGE = "Please upload an image (or paste one, use the webcam, pick an example or make a random shapes scene)."
@@ -82,27 +83,25 @@ def random_scene(rng: np.random.Generator | None = None) -> Image.Image:
     return render(make_scene(rng), rng)
 
 
-def display_copy(image: Image.Image) -> Image.Image:
-    """`image` itself when small enough, else a copy at most MAX_DISPLAY_SIDE on its longer side,
-    so that a 12-megapixel photo does not make every overlay a 12-megapixel PNG."""
-    if max(image.size) <= MAX_DISPLAY_SIDE:
+def display_copy(image: Image.Image, side: int = MAX_DISPLAY_SIDE) -> Image.Image:
+    """`image` itself when small enough, else a copy at most `side` pixels on its longer side, so
+    that a 12-megapixel photo does not make every overlay a 12-megapixel PNG."""
+    if max(image.size) <= side:
         return image
     copy = image.copy()
-    copy.thumbnail((MAX_DISPLAY_SIDE, MAX_DISPLAY_SIDE), Image.Resampling.LANCZOS)
+    copy.thumbnail((side, side), Image.Resampling.LANCZOS)
     return copy
 
 
 class CaptionDemo:
     """A loaded model and the handlers of the demo page. Thread-safe: handlers only read the model."""
 
-    def __init__(self, model, vocab, config, state: dict | None = None, name: str = "checkpoint",
-                 max_pixels: int = MAX_PIXELS):
+    def __init__(self, model, vocab, config, state: dict | None = None, name: str = "checkpoint"):
         self.model, self.vocab, self.config = model, vocab, config
         state = state or {}  # not kept whole: it holds the optimizer state too
         self.meta = state["meta"] if isinstance(state.get("meta"), dict) else {}
         self.best_score = state.get("best_score")
         self.name = name
-        self.max_pixels = max_pixels
         self.work_dir = Path(tempfile.mkdtemp(prefix="captioner-demo-"))
         weakref.finalize(self, shutil.rmtree, self.work_dir, ignore_errors=True)
 
@@ -151,17 +150,14 @@ class CaptionDemo:
             raise gr.Error(NO_IMAGE)
         try:
             if isinstance(image, Image.Image):
-                return to_rgb(image, "uploaded image", self.max_pixels)
+                return to_rgb(image, "uploaded image")
             if isinstance(image, dict):
                 path, shown = image.get("path"), image.get("orig_name") or "uploaded image"
                 if not path:
                     raise gr.Error("The image came without a file: upload it as a file (gradio_client: handle_file).")
             else:
                 path, shown = image, Path(image).name
-            try:
-                return load_image(path, self.max_pixels)
-            except ImageError as error:  # name the file as the visitor knows it, not the server path
-                raise ImageError(str(error).replace(repr(str(path)), repr(shown))) from None
+            return load_image(path, name=shown)  # named as the visitor knows it, not by the server path
         except ImageError as error:
             raise gr.Error(f"{str(error)[0].upper()}{str(error)[1:]}.") from None
 
@@ -186,7 +182,8 @@ class CaptionDemo:
         alphas = best.alphas[: len(words)].numpy()  # (T, P)
         attention = WordAttention(display_copy(rgb), words, alphas)
         highlighted = [(word, peakedness(alpha)) for word, alpha in zip(words, alphas)]
-        gallery = [(attention.overlay(t), word) for t, word in enumerate(words)]
+        strip = display_copy(attention.image, STRIP_SIDE)  # the strip shows small tiles: draw them small
+        gallery = [(overlay_attention(strip, alpha, word), word) for word, alpha in zip(words, alphas)]
         files = save_attention(attention.image, words, alphas, self._request_dir(), "caption")
         rows = self.n_best_rows(hypotheses, decode)
         return " ".join(words), highlighted, gallery, rows, [str(f) for f in files], attention

@@ -230,6 +230,16 @@ def predict_records(model: Captioner, vocab: Vocab, records: list[ImageRecord], 
     return predictions
 
 
+def merge_predictions(shards: list[dict]) -> dict:
+    """One `predict_records` output from those of disjoint shares of the records."""
+    merged = {"captions": {}, "pointing": [], "failed": 0}
+    for part in shards:
+        merged["captions"].update(part["captions"])
+        merged["pointing"] += part["pointing"]
+        merged["failed"] += part["failed"]
+    return merged
+
+
 def score_predictions(predictions: dict, records: list[ImageRecord], meteor: bool = True, spice: bool = False) -> dict:
     """`caption_metrics` of `predict_records`' output, plus "pointing_accuracy" where the records
     have object boxes, and the "images" / "failed" counts."""

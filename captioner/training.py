@@ -29,7 +29,7 @@ from captioner.config import Config, ConfigError, TrainConfig, config_from_dict,
 from captioner.data.dataset import CaptionDataset, ImageInput, collate
 from captioner.data.feature_cache import FeatureCache
 from captioner.data.readers import read_split
-from captioner.evaluation import predict_records, score_predictions
+from captioner.evaluation import merge_predictions, predict_records, score_predictions
 from captioner.model.captioner import Captioner
 from captioner.model.loss import loss_terms
 from captioner.vocab import Vocab, build_vocab
@@ -42,9 +42,17 @@ def seed_everything(seed: int) -> None:
 
 
 def resolve_device(name: str) -> torch.device:
+    """auto | cpu | cuda | cuda:N as a torch.device; ConfigError for a name torch does not know or
+    a GPU this machine does not have."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"device {name!r}: not a device name; use auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise ConfigError(f"device {name!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    return device
 
 
 def autocast_dtype(amp: str, device: torch.device) -> torch.dtype | None:
@@ -93,7 +101,7 @@ class Stepper:
 
     def __call__(self, micro_batches: list) -> torch.Tensor:
         """Returns (summed NLL, summed penalty, tokens, sentences) of the step over all processes."""
-        totals = torch.zeros(4)
+        totals = torch.zeros(4, device=micro_batches[0][0].device)  # on the device: NCCL reduces only GPU tensors
         for i, (inputs, captions) in enumerate(micro_batches):
             last = i == len(micro_batches) - 1
             # DDP averages gradients over processes at the last micro-batch only.
@@ -104,12 +112,14 @@ class Stepper:
                     logits, alphas = self.model(inputs, captions)
                 nll, penalty, tokens = loss_terms(logits, alphas, captions[:, 1:], self.pad_id)
                 self.scaler.scale(nll + self.config.train.alpha_c * penalty).backward()
-            totals += torch.stack([nll.detach().cpu(), penalty.detach().cpu(), tokens.cpu().float(), torch.tensor(float(len(captions)))])
+            totals += torch.stack([nll.detach(), penalty.detach(), tokens.float(), tokens.new_tensor(len(captions)).float()])
         distributed.sum_tensor(totals)
+        totals = totals.cpu()
         self.scaler.unscale_(self.optimizer)
-        for p in self.params:  # mean over processes of summed losses -> sum over the step / its tokens
+        scale = self.world / totals[2].item()  # mean over processes of summed losses -> sum over the step / its tokens
+        for p in self.params:
             if p.grad is not None:
-                p.grad.mul_(self.world / totals[2].item())
+                p.grad.mul_(scale)
         if self.config.train.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(self.params, self.config.train.grad_clip)
         self.scaler.step(self.optimizer)
@@ -127,7 +137,7 @@ def train_one_epoch(stepper: Stepper, loader, config: Config, epoch: int, show: 
     bar = tqdm(loader, desc=f"epoch {epoch + 1}/{config.train.epochs}", unit="batch", leave=False, disable=not show)
     for batch in bar:
         if batch is not None:  # None: every image of the micro-batch was unreadable
-            inputs, captions, _ = batch
+            inputs, captions = batch
             # Cached features arrive as float16; images and features are trained on in float32.
             inputs = inputs.to(device, torch.float32, non_blocking=True)
             micro_batches.append((inputs, captions.to(device, non_blocking=True)))
@@ -150,12 +160,7 @@ def validate(model: Captioner, vocab: Vocab, records: list, config: Config, proc
     shards = distributed.gather(shard, process)
     metrics = None
     if process.is_main:
-        merged = {"captions": {}, "pointing": [], "failed": 0}
-        for part in shards:
-            merged["captions"].update(part["captions"])
-            merged["pointing"] += part["pointing"]
-            merged["failed"] += part["failed"]
-        metrics = score_predictions(merged, records, meteor=False)  # METEOR's JVM start costs ~10 s
+        metrics = score_predictions(merge_predictions(shards), records, meteor=False)  # METEOR's JVM start costs ~10 s
     return distributed.broadcast(metrics, process)
 
 

@@ -18,14 +18,13 @@ def shapes_dir(tmp_path_factory):
     return out
 
 
+# The tiny model every test builds: a 4 x 4 grid of 16 features, a 32-unit LSTM.
+TINY_MODEL = dict(small_channels=16, grid_size=4, embed_dim=16, attention_dim=16, decoder_dim=32)
+
 TINY_OVERRIDES = [
     "data.image_size=64",
     "data.num_workers=0",
-    "model.small_channels=16",
-    "model.grid_size=4",
-    "model.embed_dim=16",
-    "model.attention_dim=16",
-    "model.decoder_dim=32",
+    *(f"model.{key}={value}" for key, value in TINY_MODEL.items()),
     "train.epochs=2",
     "train.batch_size=16",
     "train.warmup_steps=2",

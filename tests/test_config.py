@@ -35,8 +35,12 @@ def test_unknown_keys_and_wrong_types_name_the_key(values, key):
         config_from_dict(values)
 
 
-def test_override_values_are_parsed_as_yaml():
-    assert parse_override("train.lr_decoder=1e-3") == {"train": {"lr_decoder": 0.001}}
+def test_override_values_are_parsed_as_yaml(tmp_path):
+    # YAML 1.1 reads 1e-3 as a string; a float key takes it as the number, from a file or the command line
+    path = tmp_path / "c.yaml"
+    path.write_text("train:\n  lr_encoder: 1e-4\n")
+    config = load_config(path, ["train.lr_decoder=1e-3", "train.out_dir=1e5"])
+    assert (config.train.lr_decoder, config.train.lr_encoder, config.train.out_dir) == (0.001, 0.0001, "1e5")
     assert parse_override("model.gate=false") == {"model": {"gate": False}}
     with pytest.raises(ConfigError, match="section.key=value"):
         parse_override("train.epochs")
@@ -67,3 +71,11 @@ def test_shipped_configs_are_valid():
     assert configs
     for path in configs:
         load_config(path)
+
+
+@pytest.mark.parametrize("name", ["gpu0", "cuda:99"])
+def test_unknown_or_missing_device_is_a_config_error(name):
+    from captioner.training import resolve_device
+
+    with pytest.raises(ConfigError, match=f"device '{name}'"):
+        resolve_device(name)

@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import TINY_MODEL
 
-from captioner.config import ConfigError, DecodeConfig, ModelConfig
 from captioner import decoding
+from captioner.config import ConfigError, DecodeConfig, ModelConfig
 from captioner.decoding import beam_search, filter_logits, greedy, sample, search
 from captioner.model.captioner import Captioner
 from captioner.vocab import SPECIALS, Vocab
@@ -29,9 +30,7 @@ P, D = 16, 16
 
 def make_decoder(end_bias: float = 0.0, seed: int = 0):
     """A decoder whose weights depend only on `seed`; end_bias > 0 makes hypotheses end sooner."""
-    config = ModelConfig(
-        backbone="small", small_channels=D, grid_size=4, embed_dim=16, attention_dim=16, decoder_dim=32
-    )
+    config = ModelConfig(backbone="small", **TINY_MODEL)  # features (P, D) = (16, 16)
     decoder = Captioner(config, len(VOCAB)).decoder.eval()
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
@@ -283,6 +282,7 @@ def test_search_dispatches_and_validates(decoder):
 def test_single_images_search_a_projected_memory_with_the_same_result(decoder, beam_size, monkeypatch):
     features = make_features(3, seed=8)
     config = DecodeConfig(beam_size=beam_size, max_length=10, n_best=beam_size)
+    assert decoding.project_memory(1)
     projected = [search(decoder, image[None], VOCAB, config)[0] for image in features]
     monkeypatch.setattr(decoding, "PROJECT_MAX_IMAGES", 0)
     assert not decoding.project_memory(1)

@@ -3,9 +3,8 @@
 import argparse
 import sys
 
-
-from captioner.cli import add_config_arguments
-from captioner.config import ConfigError, load_config
+from captioner.cli import add_config_arguments, config_from_args
+from captioner.config import ConfigError
 from captioner.data.feature_cache import build_feature_cache
 from captioner.data.readers import read_split
 from captioner.data.records import SPLITS, AnnotationError
@@ -28,7 +27,7 @@ def get_args_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> None:
     args = get_args_parser().parse_args(argv)
     try:
-        config = load_config(args.config, args.overrides)
+        config = config_from_args(args)
         if not config.data.feature_cache:
             raise ConfigError("data.feature_cache is empty: name the cache folder, e.g. --set data.feature_cache=cache/coco")
         encoder = Encoder(config.model).to(resolve_device(args.device)).eval()

@@ -4,8 +4,6 @@ import argparse
 import json
 import sys
 
-import torch
-
 from captioner.checkpoint import CheckpointError, load_model
 from captioner.config import ConfigError
 from captioner.data.readers import read_split
@@ -32,7 +30,6 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> None:
     args = get_args_parser().parse_args(argv)
-    torch.set_grad_enabled(False)
     try:
         model, vocab, config, _ = load_model(args.checkpoint, resolve_device(args.device))
         for value, section, key in (

@@ -2,15 +2,12 @@
 
 import argparse
 import sys
-from pathlib import Path
 
 from captioner.checkpoint import CheckpointError
-from captioner.cli import add_config_arguments
+from captioner.cli import add_config_arguments, config_from_args
 from captioner.config import ConfigError, load_config
 from captioner.data.records import AnnotationError
 from captioner.training import train
-
-DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "shapes.yaml"
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -29,8 +26,7 @@ def main(argv: list[str] | None = None) -> None:
                 raise ConfigError("--resume uses the run's saved config; drop --config and --set")
             config = load_config()
         else:
-            path = args.config or (DEFAULT_CONFIG if DEFAULT_CONFIG.exists() else None)
-            config = load_config(path, args.overrides)
+            config = config_from_args(args)
         run_dir = train(config, resume=args.resume, stop_after_epoch=args.stop_after_epoch)
     except (ConfigError, AnnotationError, CheckpointError) as error:
         sys.exit(f"error: {error}")

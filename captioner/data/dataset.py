@@ -34,7 +34,7 @@ class ImageInput:
 
 
 class CaptionDataset(Dataset):
-    """Items are (input, caption ids (L,), index), or None when the input cannot be read.
+    """Items are (input, caption ids (L,)), or None when the input cannot be read.
 
     `inputs[index]` gives the input of records[index]: an ImageInput or a FeatureCache.
     """
@@ -60,14 +60,14 @@ class CaptionDataset(Dataset):
 
     def __getitem__(self, index: int):
         x = self.inputs[index]
-        return None if x is None else (x, self.caption_ids(index), index)
+        return None if x is None else (x, self.caption_ids(index))
 
 
 def collate(items, pad_id: int):
-    """Stacks inputs (B, ...), pads captions to (B, L) with pad_id, and keeps the indices (B,)."""
+    """Stacks inputs (B, ...) and pads captions to (B, L) with pad_id; None when no item is left."""
     items = [item for item in items if item is not None]
     if not items:
         return None
-    inputs, captions, indices = zip(*items)
+    inputs, captions = zip(*items)
     padded = torch.nn.utils.rnn.pad_sequence(captions, batch_first=True, padding_value=pad_id)
-    return torch.stack(inputs), padded, torch.tensor(indices)
+    return torch.stack(inputs), padded

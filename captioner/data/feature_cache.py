@@ -2,12 +2,13 @@
 
 Each split is stored as `<split>.npy`, a float16 (N, P, D) array read through a memory map, next to
 `<split>.json`, its index: the encoder settings it was made with, the image ids in order, how many
-rows are done and which images could not be read. Writing goes in batches and the index is updated
-after each one, so an interrupted run continues where it stopped.
+rows are done and which images could not be read. Writing goes in batches; the index is saved every
+SAVE_EVERY_S seconds and when the run ends, interrupted or not, so a new run continues where it stopped.
 """
 
 import json
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -47,6 +48,9 @@ def _check_index(index: dict, config: Config, records: list[ImageRecord], where:
         raise ConfigError(f"feature cache {where} holds other images than the dataset's split; rebuild it")
 
 
+SAVE_EVERY_S = 30  # the index (all image ids) is rewritten this often, not after every batch
+
+
 @torch.inference_mode()
 def build_feature_cache(encoder, config: Config, split: str, records: list[ImageRecord], batch_size: int = 32) -> Path:
     """Writes (or completes) the cache of one split under `config.data.feature_cache`."""
@@ -67,23 +71,33 @@ def build_feature_cache(encoder, config: Config, split: str, records: list[Image
     files = ImageFiles([r.path for r in records], config.data.image_size)
     remaining = torch.utils.data.Subset(files, range(index["done"], len(records)))
     loader = DataLoader(remaining, batch_size=batch_size, num_workers=config.data.num_workers, collate_fn=list)
+    saved = time.monotonic()
     with tqdm(total=len(records), initial=index["done"], desc=f"caching {split}", unit="img") as bar:
-        for items in loader:
-            good = [(image, i) for image, i, _ in items if image is not None]
-            for image, i, message in items:
-                if image is None:
-                    print(f"error: {message}; skipped", file=sys.stderr)
-                    index["failed"].append(i)
-            if good:
-                features = encoder(torch.stack([image for image, _ in good]).to(device))  # (b, P, D)
-                rows = [i for _, i in good]
-                array[rows] = features.to(torch.float16).cpu().numpy()
-            array.flush()
-            index["done"] += len(items)
-            with atomic_write(index_path, "w") as f:  # the rows above are on disk before the index says so
-                json.dump(index, f)
-            bar.update(len(items))
+        try:
+            for items in loader:
+                good = [(image, i) for image, i, _ in items if image is not None]
+                for image, i, message in items:
+                    if image is None:
+                        print(f"error: {message}; skipped", file=sys.stderr)
+                        index["failed"].append(i)
+                if good:
+                    features = encoder(torch.stack([image for image, _ in good]).to(device))  # (b, P, D)
+                    rows = [i for _, i in good]
+                    array[rows] = features.to(torch.float16).cpu().numpy()
+                index["done"] += len(items)
+                bar.update(len(items))
+                if time.monotonic() - saved >= SAVE_EVERY_S:
+                    _save(array, index, index_path)
+                    saved = time.monotonic()
+        finally:  # also on Ctrl-C: the batches finished so far are kept
+            _save(array, index, index_path)
     return array_path
+
+
+def _save(array: np.memmap, index: dict, index_path: Path) -> None:
+    array.flush()  # the rows are on disk before the index says so
+    with atomic_write(index_path, "w") as f:
+        json.dump(index, f)
 
 
 class FeatureCache:

@@ -43,15 +43,16 @@ def _error(name: str, problem: str) -> ImageError:
     return ImageError(f"cannot read image {name!r}: {' '.join(problem.split())}")
 
 
-def load_image(path: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> Image.Image:
+def load_image(path: str | os.PathLike, max_pixels: int = MAX_PIXELS, name: str | None = None) -> Image.Image:
     """Read an image file into a fully loaded, upright RGB image.
 
     The EXIF orientation is applied, so a phone photo is captioned the way it is displayed.
     The size is checked from the header before any pixel is decoded. Raises `ImageError` for a
-    missing, empty, unreadable, truncated, corrupt, zero-sized or too large file.
+    missing, empty, unreadable, truncated, corrupt, zero-sized or too large file, naming the file
+    as `name` (default: its path).
     """
     path = Path(path)
-    name = str(path)
+    name = str(path) if name is None else name
     if not path.exists():
         raise _error(name, "no such file")
     if path.is_dir():

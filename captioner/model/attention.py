@@ -58,21 +58,22 @@ class AdditiveAttention(Attention):
     # and page faults. The result is the same to the bit.
     tile_elements = 1 << 18
 
-    def _energy(self, keys, query):
+    def _energy(self, keys, query, w):
         x = keys.unsqueeze(1) + query  # (B, K, P, A)
         x = x.sigmoid_() if not torch.is_grad_enabled() else x.sigmoid()
-        return nn.functional.linear(x, 2 * self.score.weight, self.score.bias).squeeze(-1)  # (B, K, P)
+        return nn.functional.linear(x, w, self.score.bias).squeeze(-1)  # (B, K, P)
 
     def forward(self, keys, values, h):
         B, P, A = keys.shape
         # Contiguous, so that the broadcast sum above is laid out like the keys (Linear returns the
         # transpose of a contiguous product; a sum laid out after it is 3x slower, then copied).
         query = (2 * self.hidden_proj(h)).contiguous().view(B, -1, 1, A)  # (B, K, 1, A)
+        w = 2 * self.score.weight
         if torch.is_grad_enabled():
-            e = self._energy(keys, query)  # (B, K, P)
+            e = self._energy(keys, query, w)  # (B, K, P)
         else:
             n = max(1, self.tile_elements // query[0].numel() // P)  # images per tile
-            e = torch.cat([self._energy(keys[i : i + n], query[i : i + n]) for i in range(0, B, n)])
+            e = torch.cat([self._energy(keys[i : i + n], query[i : i + n], w) for i in range(0, B, n)])
         alpha = e.softmax(-1)  # (B, K, P)
         z = torch.bmm(alpha, values)  # (B, K, D')
         return z.view(-1, values.shape[-1]), alpha.view(-1, P)

@@ -63,8 +63,9 @@ class Decoder(nn.Module):
         keys = self.attention.prepare(features)
         if not project:
             return h, c, Memory(keys, features)
-        maps = [self.context_gates.weight, self.out_z.weight] if self.deep_output else [self.context_gates.weight]
-        return h, c, Memory(keys, torch.matmul(features, torch.cat(maps).t()), projected=True)
+        maps = [self.context_gates, self.out_z] if self.deep_output else [self.context_gates]
+        values = torch.cat([torch.matmul(features, m.weight.t()) for m in maps], -1)  # (B, P, 4H [+ E])
+        return h, c, Memory(keys, values, projected=True)
 
     def _recur(self, memory: Memory, embed_gates, h, c):
         """One LSTM step given the embedding's gate share (N, 4H): h, c, alpha (N, P) and the

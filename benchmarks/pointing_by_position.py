@@ -1,0 +1,58 @@
+"""Attention pointing accuracy split by where the object is named; prints one JSON object.
+
+Every scored word (one naming an object of the image, as `evaluation.pointing_hits` scores them) is
+counted under the number of objects in its scene and its place among the scored words of its
+caption: "only", "first", "middle" or "last". With greedy decoding, the checkpoint's own settings.
+
+    python benchmarks/pointing_by_position.py --checkpoint assets/shapes_model.pt \
+        --data data/shapes_test --split test --images 300
+"""
+
+import argparse
+import json
+from collections import Counter
+
+from captioner.checkpoint import load_model
+from captioner.data.readers import read_split
+from captioner.evaluation import pointing_hits
+from captioner.inference import Failed, caption_files
+
+
+def place(index: int, count: int) -> str:
+    if count == 1:
+        return "only"
+    return "first" if index == 0 else "last" if index == count - 1 else "middle"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--checkpoint", default="assets/shapes_model.pt")
+    parser.add_argument("--data", default="data/shapes_test", help="dataset folder with object boxes")
+    parser.add_argument("--split", default="test")
+    parser.add_argument("--images", type=int, default=300, help="the first N images of the split (0 = all)")
+    args = parser.parse_args()
+    model, vocab, config, _ = load_model(args.checkpoint)
+    config.data.root = args.data
+    config.decode.beam_size = 1
+    records = read_split(config.data, args.split)[: args.images or None]
+    results = caption_files(model, vocab, [r.path for r in records], config.data.image_size, config.decode)
+    hits, scored = Counter(), Counter()
+    for record, result in zip(records, results):
+        if isinstance(result, Failed) or not record.objects:
+            continue
+        best = result.hypotheses[0]
+        words = vocab.decode(best.tokens)
+        names = {obj.name for obj in record.objects}
+        named = [t for t, word in enumerate(words) if word in names]
+        for i, t in enumerate(named):
+            key = f"{len(record.objects)} objects, {place(i, len(named))}"
+            hit, _ = pointing_hits(words[t : t + 1], best.alphas[t : t + 1], record.objects, model.grid_size, *result.size)
+            hits[key] += hit
+            scored[key] += 1
+    report = {key: {"words": scored[key], "pointing_accuracy": round(100 * hits[key] / scored[key], 1)} for key in sorted(scored)}
+    report["all"] = {"words": sum(scored.values()), "pointing_accuracy": round(100 * sum(hits.values()) / max(1, sum(scored.values())), 1)}
+    print(json.dumps(report, indent=1))
+
+
+if __name__ == "__main__":
+    main()
