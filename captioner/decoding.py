@@ -181,10 +181,9 @@ def beam_search(decoder: Decoder, features: torch.Tensor, vocab: Vocab, config: 
     # The memory (keys and values) is computed once per image and stays (B, P, ...): the decoder's
     # attention shares it among the K beams of each image (rows b*K + k of h, c and words).
     h, c, memory = decoder.init_state(features, project=project_memory(B))  # (B, H), (B, H)
-    h, c = h.repeat_interleave(K, 0), c.repeat_interleave(K, 0)  # (B*K, H)
     scores = torch.zeros(B, K, device=device)  # log-probs of the live beams; -inf: no beam
     scores[:, 1:] = inf
-    words = torch.full((B * K,), vocab.start, dtype=torch.long, device=device)
+    words = torch.full((B,), vocab.start, dtype=torch.long, device=device)  # one row per image at t = 0
     row_offset = torch.arange(0, B * K, K, device=device).unsqueeze(1)  # (B, 1)
     history_words = torch.zeros(T + 1, B, K, dtype=torch.long, device=device)  # word chosen into slot k
     history_parents = torch.zeros(T + 1, B, K, dtype=torch.long, device=device)  # slot it extends
@@ -192,7 +191,9 @@ def beam_search(decoder: Decoder, features: torch.Tensor, vocab: Vocab, config: 
     pool = torch.full((B, T + 1, K), inf, device=device)  # score of the hypothesis ending at (t, k)
     ended_last = torch.zeros(B, K, dtype=torch.bool, device=device)
     for t in range(T + 1):
-        log_probs, alpha, h, c = decoder.step(memory, words, h, c)  # (B*K, V), (B*K, P)
+        log_probs, alpha, h, c = decoder.step(memory, words, h, c)  # (N, V), (N, P): N = B*K, B at t = 0
+        if t == 0:  # the K beams of an image start alike: stepped once, then copied into K slots
+            log_probs, alpha, h, c = (x.repeat_interleave(K, 0) for x in (log_probs, alpha, h, c))
         log_probs = _prepare_log_probs(log_probs, vocab, config.suppress_unk).float()
         V = log_probs.shape[-1]
         history_alphas[t] = alpha.view(B, K, P)
