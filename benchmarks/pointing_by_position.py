@@ -2,7 +2,9 @@
 
 Every scored word (one naming an object of the image, as `evaluation.pointing_hits` scores them) is
 counted under the number of objects in its scene and its place among the scored words of its
-caption: "only", "first", "middle" or "last". With greedy decoding, the checkpoint's own settings.
+caption: "only", "first", "middle" or "last". Every miss is counted under where its attention
+peaked instead: on another object's box, within one grid cell of the named object's box, or
+elsewhere. With greedy decoding, the checkpoint's own settings.
 
     python benchmarks/pointing_by_position.py --checkpoint assets/shapes_model.pt \
         --data data/shapes_test --split test --images 300
@@ -13,6 +15,7 @@ import json
 from collections import Counter
 
 from captioner.checkpoint import load_model
+from captioner.data.images import grid_cell_center
 from captioner.data.readers import read_split
 from captioner.evaluation import pointing_hits
 from captioner.inference import Failed, caption_files
@@ -22,6 +25,22 @@ def place(index: int, count: int) -> str:
     if count == 1:
         return "only"
     return "first" if index == 0 else "last" if index == count - 1 else "middle"
+
+
+def inside(x: float, y: float, bbox, margin: float = 0.0) -> bool:
+    bx, by, w, h = bbox
+    return bx - margin <= x <= bx + w + margin and by - margin <= y <= by + h + margin
+
+
+def miss_kind(word: str, alpha, objects, grid_size: int, width: int, height: int) -> str:
+    """Where the attention of a missed `word` peaked."""
+    x, y = grid_cell_center(int(alpha.argmax()), grid_size, width, height)
+    if any(inside(x, y, obj.bbox) for obj in objects if obj.name != word):
+        return "on another object"
+    cell = max(width, height) / grid_size
+    if any(inside(x, y, obj.bbox, cell) for obj in objects if obj.name == word):
+        return "within a cell of its object"
+    return "elsewhere"
 
 
 def main() -> None:
@@ -36,7 +55,7 @@ def main() -> None:
     config.decode.beam_size = 1
     records = read_split(config.data, args.split)[: args.images or None]
     results = caption_files(model, vocab, [r.path for r in records], config.data.image_size, config.decode)
-    hits, scored = Counter(), Counter()
+    hits, scored, misses = Counter(), Counter(), Counter()
     for record, result in zip(records, results):
         if isinstance(result, Failed) or not record.objects:
             continue
@@ -49,8 +68,11 @@ def main() -> None:
             hit, _ = pointing_hits(words[t : t + 1], best.alphas[t : t + 1], record.objects, model.grid_size, *result.size)
             hits[key] += hit
             scored[key] += 1
+            if not hit:
+                misses[miss_kind(words[t], best.alphas[t], record.objects, model.grid_size, *result.size)] += 1
     report = {key: {"words": scored[key], "pointing_accuracy": round(100 * hits[key] / scored[key], 1)} for key in sorted(scored)}
     report["all"] = {"words": sum(scored.values()), "pointing_accuracy": round(100 * sum(hits.values()) / max(1, sum(scored.values())), 1)}
+    report["misses"] = dict(misses.most_common())
     print(json.dumps(report, indent=1))
 
 
