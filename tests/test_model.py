@@ -5,8 +5,9 @@ import torch
 from conftest import TINY_MODEL
 
 from captioner.config import ConfigError, ModelConfig
+from captioner.model.attention import AdditiveAttention
 from captioner.model.captioner import Captioner
-from captioner.model.layers import Linear
+from captioner.model.layers import ONEDNN_LINEAR, Linear
 from captioner.model.loss import caption_loss
 
 
@@ -133,14 +134,52 @@ def test_no_gate_and_no_deep_output_variants_run():
     assert logits.shape == (1, 2, 12) and math.isfinite(float(logits.detach().sum()))
 
 
-def test_linear_without_autograd_follows_weight_changes():
-    layer = Linear(8, 5)
-    x = torch.randn(3, 8)
+@pytest.mark.parametrize("size", [8, 512])  # through nn.Linear, and through oneDNN where torch has it
+def test_linear_without_autograd_follows_weight_changes(size):
+    layer = Linear(size, size)
+    x = torch.randn(3, size)
+    assert layer._onednn(x) == (ONEDNN_LINEAR and size == 512)
     for _ in range(2):  # the second time after an in-place update, as an optimizer step makes
         with torch.no_grad():
             torch.testing.assert_close(layer(x), torch.nn.functional.linear(x, layer.weight, layer.bias))
             layer.weight.mul_(-2)
-    layer.weight.data = torch.randn(5, 8)  # a new tensor behind the same parameter, as Module.to makes
+    layer.weight.data = torch.randn(size, size) / size**0.5  # a new tensor behind the same parameter, as Module.to makes
     with torch.no_grad():
         torch.testing.assert_close(layer(x), torch.nn.functional.linear(x, layer.weight, layer.bias))
-    assert Linear(8, 5, bias=False)(x).shape == (3, 5)
+    assert Linear(size, 5, bias=False)(x).shape == (3, 5)
+
+
+@pytest.mark.parametrize("key_scale", [5.0, 30.0])  # the product form, and keys too spread for it
+def test_attention_without_autograd_equals_the_training_form(key_scale):
+    # Decoding computes the additive attention's sigmoid as d / (U + d) (see AdditiveAttention);
+    # queries up to +-150 reach its clamp, where the sigmoid must still come out 0 or 1.
+    torch.manual_seed(0)
+    attention = AdditiveAttention(feature_dim=8, decoder_dim=6, attention_dim=16)
+    features = key_scale * torch.randn(3, 10, 8)  # keys 2 W_a a spread about 8 x key_scale
+    h = torch.randn(3 * 4, 6)  # 4 states per image
+    h[::2] *= 60
+    z, alpha = attention(attention.prepare(features), features, h)
+    with torch.no_grad():
+        keys = attention.prepare(features)
+        assert (keys.shift is None) == (key_scale > 10)
+        fast_z, fast_alpha = attention(keys, features, h)
+    assert (attention.hidden_proj(h).abs() * 2 > attention.query_radius).any()
+    torch.testing.assert_close(fast_alpha, alpha.detach())
+    torch.testing.assert_close(fast_z, z.detach())
+
+
+def test_decoding_follows_weight_changes():
+    # A step reads the embedding's share of the gates from a table made from the weights: it must
+    # be remade when they change (after an optimizer step, or a checkpoint loaded in place).
+    model = tiny_model()
+    features = model.encoder(torch.randn(2, 3, 64, 64))
+    captions = torch.randint(4, 12, (2, 2))
+    for _ in range(2):
+        logits, _ = model.decoder(features, captions)
+        with torch.inference_mode():
+            h, c, memory = model.decoder.init_state(features)
+            log_probs, *_ = model.decoder.step(memory, captions[:, 0], h, c)
+        torch.testing.assert_close(log_probs, logits[:, 0].log_softmax(-1))
+        with torch.no_grad():
+            model.decoder.embedding.weight.mul_(-3)
+            model.decoder.embed_gates.bias.add_(1)
