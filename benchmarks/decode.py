@@ -6,9 +6,11 @@ only, not in the package) so that every image runs exactly max_length + 1 = 21 s
 figures do not depend on when random weights happen to stop.
 
 Reported, as medians of --repeats runs after one warm-up, in milliseconds per image:
-  decoder:    the batched search (`beam_search`, and `greedy`) at batch 1 and 32, beam 1, 3, 5; and
+  decoder:    the batched search (`beam_search`, and `greedy`) at batch 1 and 32, beam 1, 3, 5;
               beam 5 at batch 1 with and without the projected memory that single images get
-              (decoder.py), run in turn 3 x --repeats times
+              (decoder.py), run in turn 3 x --repeats times; and `..._products_alone`, the matrix
+              products with the decoder's weights that a beam 5 search makes, timed alone: a floor
+              for the search on this machine (see `products_alone`)
   reference:  the plain per-image beam search of benchmarks/reference_beam.py
   end_to_end: ResNet-101 at 256 px + beam 5 at batch 1, and the encoder alone
 
@@ -73,6 +75,8 @@ def bench_decoder(decoder, vocab, batch_sizes, beams, repeats) -> dict:
             check_full_length(beam_search(decoder, features, vocab, config))
             ms = median_ms(lambda: beam_search(decoder, features, vocab, config), repeats)
             out[f"beam{K}_batch{B}"] = round(ms / B, 2)
+            if K == max(beams):
+                out[f"beam{K}_batch{B}_products_alone"] = round(products_alone(decoder, B, K, repeats), 2)
             if B == 1 and K == max(beams):
                 out.update(projection_ab(decoder, features, vocab, config, 3 * repeats))
         config = DecodeConfig(max_length=MAX_LENGTH)
@@ -91,6 +95,29 @@ def projection_ab(decoder, features, vocab, config, rounds: int) -> dict:
     K = config.beam_size
     return {f"beam{K}_batch1_ab_projected": round(statistics.median(times[True]), 2),
             f"beam{K}_batch1_ab_unprojected": round(statistics.median(times[False]), 2)}
+
+
+def products_alone(decoder, B: int, K: int, repeats: int) -> float:
+    """Milliseconds per image for what a beam search of B images x K beams cannot do without: the
+    decoder's `init_state` (attention keys, and the projected memory where the search makes one)
+    and, for each of the MAX_LENGTH + 1 steps, the products of the step's rows (B, then B*K) with the
+    weights of the attention query, the gate beta, the LSTM's hidden and context shares and the deep
+    output (the embedding's share is a table row). Random inputs; no attention, no search."""
+    features = torch.randn(B, POSITIONS, FEATURE_DIM)
+    projected = decoding.project_memory(B)
+    attention, H, E = decoder.attention, decoder.init_h.out_features, decoder.embedding.embedding_dim
+    inputs = [(torch.randn(rows, H), torch.randn(rows, FEATURE_DIM), torch.randn(rows, E))
+              for rows in [B] + [B * K] * MAX_LENGTH]
+
+    def products():
+        decoder.init_state(features, project=projected)
+        for h, z, x in inputs:
+            attention.hidden_proj(h), decoder.beta(h), decoder.hidden_gates(h), decoder.out_h(h)
+            if not projected:
+                decoder.context_gates(z), decoder.out_z(z)
+            decoder.out(x)
+
+    return median_ms(products, repeats) / B
 
 
 def bench_reference(decoder, vocab, beams, images, repeats) -> dict:

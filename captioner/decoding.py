@@ -83,7 +83,7 @@ def rank_hypotheses(hypotheses: list[Hypothesis], config: DecodeConfig) -> list[
 # rows of such a step take as long as reading the context's 20 MB of weights, which projecting once
 # per image saves; with more images the step's products are bound by arithmetic, and projecting
 # 196 positions costs more than 5 beams x 21 steps of context. Beam 5, batch 1, paper sizes, runs
-# taken in turn: 117 ms instead of 125 (`beam5_batch1_ab_*` of benchmarks/decode.py).
+# taken in turn: 118 ms instead of 132 (`beam5_batch1_ab_*` of benchmarks/decode.py, two runs).
 PROJECT_MAX_IMAGES = 1
 
 
