@@ -28,11 +28,13 @@ class Memory:
     """What the decoder reads of B images at every step: the attention's keys (what its `prepare`
     made of the features; the decoder only passes them on) and the values that attention
     averages, the features (B, P, D) or, when `projected`, their products with the context's
-    weights (B, P, 4H [+ E]): gates first, then L_z."""
+    weights (B, P, 4H [+ E]): gates first, then L_z. Without autograd, also `gate_table`, every
+    word's share of the gates (V, 4H) (see `Decoder._gate_table`)."""
 
     keys: object
     values: torch.Tensor
     projected: bool = False
+    gate_table: torch.Tensor | None = None
 
 
 class Decoder(nn.Module):
@@ -61,12 +63,12 @@ class Decoder(nn.Module):
         """h_0, c_0 (B, H) and the `Memory` of features (B, P, D), `project`ed if asked."""
         mean = features.mean(1)  # (B, D)
         h, c = torch.tanh(self.init_h(mean)), torch.tanh(self.init_c(mean))
-        keys = self.attention.prepare(features)
+        keys, table = self.attention.prepare(features), self._gate_table()
         if not project:
-            return h, c, Memory(keys, features)
+            return h, c, Memory(keys, features, gate_table=table)
         maps = [self.context_gates, self.out_z] if self.deep_output else [self.context_gates]
         values = torch.cat([torch.matmul(features, m.weight.t()) for m in maps], -1)  # (B, P, 4H [+ E])
-        return h, c, Memory(keys, values, projected=True)
+        return h, c, Memory(keys, values, projected=True, gate_table=table)
 
     def _recur(self, memory: Memory, embed_gates, h, c):
         """One LSTM step given the embedding's gate share (N, 4H): h, c, alpha (N, P) and the
@@ -88,9 +90,10 @@ class Decoder(nn.Module):
         return self.out(self.dropout(h))
 
     # Without autograd a step reads the embedding's share of the gates from a table of every word's,
-    # (V, 4H), made once from the weights (and again when they change): a row read instead of a
-    # product with a 4H x E weight. At the paper's sizes it holds 80 MB and saves 8 % of a beam
-    # search step's arithmetic at 32 images, and a 4 MB weight read per step at one.
+    # (V, 4H), made once from the weights (and again when they change) and put in the Memory once
+    # per search: a row read instead of a product with a 4H x E weight. At the paper's sizes it holds
+    # 80 MB and saves 8 % of a beam search step's arithmetic at 32 images, and a 4 MB weight read
+    # per step at one.
     def _gate_table(self) -> torch.Tensor | None:
         sources = (self.embedding.weight, self.embed_gates.weight, self.embed_gates.bias)
         if torch.is_grad_enabled() or not can_derive(*sources):
@@ -104,7 +107,7 @@ class Decoder(nn.Module):
         b*K + k, as beam search does; the attention shares each image's memory among them.
         """
         embedded = self.embedding(words)  # (N, E)
-        table = self._gate_table()
+        table = memory.gate_table
         embed_gates = self.embed_gates(embedded) if table is None else table.index_select(0, words)  # (N, 4H)
         h, c, z, alpha = self._recur(memory, embed_gates, h, c)
         out_z = None
