@@ -1,6 +1,6 @@
 """Attention pointing accuracy split by where the object is named; prints one JSON object.
 
-Every scored word (one naming an object of the image, as `evaluation.pointing_hits` scores them) is
+Every scored word (one naming an object of the image, as `pointing.word_hits` scores them, strictly) is
 counted under the number of objects in its scene and its place among the scored words of its
 caption: "only", "first", "middle" or "last". Every miss is counted under where its attention
 peaked instead: on another object's box, within one grid cell of the named object's box, or
@@ -17,7 +17,7 @@ from collections import Counter
 from captioner.checkpoint import load_model
 from captioner.data.images import grid_cell_center
 from captioner.data.readers import read_split
-from captioner.evaluation import pointing_hits
+from captioner.pointing import word_hits
 from captioner.inference import Failed, caption_files
 
 
@@ -61,11 +61,9 @@ def main() -> None:
             continue
         best = result.hypotheses[0]
         words = vocab.decode(best.tokens)
-        names = {obj.name for obj in record.objects}
-        named = [t for t, word in enumerate(words) if word in names]
-        for i, t in enumerate(named):
+        named = word_hits(words, best.alphas, record.objects, model.grid_size, *result.size)
+        for i, (t, hit, _) in enumerate(named):
             key = f"{len(record.objects)} objects, {place(i, len(named))}"
-            hit, _ = pointing_hits(words[t : t + 1], best.alphas[t : t + 1], record.objects, model.grid_size, *result.size)
             hits[key] += hit
             scored[key] += 1
             if not hit:

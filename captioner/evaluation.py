@@ -1,21 +1,17 @@
-"""Evaluation metrics: the COCO caption scores and attention pointing accuracy.
+"""Evaluation: the COCO caption scores, exact caption accuracy and strict attention pointing.
 
 Caption quality is scored exactly as the coco-caption toolkit does it (pycocoevalcap): texts go
 through the Stanford PTB tokenizer, then BLEU-1..4, METEOR, ROUGE-L and CIDEr (and SPICE where it
-can run) are computed at corpus level, and reported here on a 0-100 scale.
-
-Pointing accuracy checks the attention maps of Xu et al. 2015 (§5.4 shows them qualitatively)
-against ground-truth boxes: a word that names an object should attend to that object.
+can run) are computed at corpus level, and reported here on a 0-100 scale. Where references are
+exhaustive, exact caption accuracy (`captioner.exact`); where the data has object boxes, strict
+pointing with its chance level (`captioner.pointing`).
 """
 
 import json
 import shutil
 import sys
-from collections import defaultdict
-from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-import torch
 from pycocoevalcap.bleu.bleu import Bleu
 from pycocoevalcap.cider.cider import Cider
 from pycocoevalcap.meteor.meteor import Meteor
@@ -25,11 +21,12 @@ from pycocoevalcap.spice.spice import Spice
 from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
 
 from captioner.config import Config
-from captioner.data.images import grid_cell_center
-from captioner.data.records import ImageRecord, ObjectBox
+from captioner.data.records import ImageRecord
+from captioner.exact import exact_outcome, exact_scores
 from captioner.files import atomic_write
 from captioner.inference import Failed, caption_files
 from captioner.model.captioner import Captioner
+from captioner.pointing import pointing_hits, pointing_scores
 from captioner.vocab import Vocab
 
 BLEU_KEYS = ("BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4")
@@ -137,56 +134,6 @@ def _meteor_score(gts: dict[str, list[str]], res: dict[str, list[str]]) -> float
             pipe.close()
 
 
-def pointing_hits(
-    words: Sequence[str],
-    alphas,
-    objects: Iterable[ObjectBox],
-    grid_size: int,
-    width: int,
-    height: int,
-) -> tuple[int, int]:
-    """Attention pointing of one caption: (hits, scored words).
-
-    A word is scored when it equals the `name` of an object in the image. It is a hit when the
-    argmax of its attention map, taken as the centre of that grid cell in image pixels, lies inside
-    (edges included) the box of an object with that name; any of them, when several share it.
-
-    words: the generated words, without <start>/<end>.
-    alphas: array-like (T, P), P = grid_size**2 positions in row-major order, row t for words[t].
-    objects: the boxes of the image, bbox (x, y, w, h) in pixels of the width x height image.
-    """
-    alphas = torch.as_tensor(alphas)
-    expected = (len(words), grid_size * grid_size)
-    if tuple(alphas.shape) != expected:
-        raise ValueError(
-            f"alphas must have shape (T, P) = {expected} for {len(words)} words on a "
-            f"{grid_size}x{grid_size} grid, got {tuple(alphas.shape)}"
-        )
-    boxes = defaultdict(list)
-    for obj in objects:
-        boxes[obj.name].append(obj.bbox)
-    hits = scored = 0
-    for word, position in zip(words, alphas.argmax(dim=1).tolist()):
-        if word not in boxes:
-            continue
-        px, py = grid_cell_center(position, grid_size, width, height)
-        scored += 1
-        hits += any(x <= px <= x + w and y <= py <= y + h for x, y, w, h in boxes[word])
-    return hits, scored
-
-
-def pointing_accuracy(counts: Iterable[tuple[int, int]]) -> float:
-    """Percentage of scored words that were hits, over the (hits, scored) of many captions.
-
-    Every scored word weighs the same, wherever it occurs; nan when no word was scored.
-    """
-    hits = scored = 0
-    for caption_hits, caption_scored in counts:
-        hits += caption_hits
-        scored += caption_scored
-    return 100.0 * hits / scored if scored else float("nan")
-
-
 def write_coco_results(path: str | Path, predictions: dict[str, str]) -> None:
     """Write predictions in the COCO results format: [{"image_id": ..., "caption": ...}, ...].
 
@@ -209,11 +156,11 @@ def _coco_image_id(image_id: str) -> int | str:
 
 
 def predict_records(model: Captioner, vocab: Vocab, records: list[ImageRecord], config: Config) -> dict:
-    """Decodes `records` with `config.decode`: {"captions": {id: caption}, "pointing": [(hits, scored)],
-    "failed": count}. Unreadable images are reported on stderr and left out."""
+    """Decodes `records` with `config.decode`: {"captions": {id: caption}, "pointing": [pointing_hits],
+    "exact": [exact_outcome], "failed": count}. Unreadable images are reported on stderr and left out."""
     was_training = model.training
     model.eval()
-    predictions = {"captions": {}, "pointing": [], "failed": 0}
+    predictions = {"captions": {}, "pointing": [], "exact": [], "failed": 0}
     results = caption_files(model, vocab, [r.path for r in records], config.data.image_size, config.decode,
                             batch_size=config.train.batch_size, num_workers=config.data.num_workers)
     for record, result in zip(records, results):
@@ -226,28 +173,33 @@ def predict_records(model: Captioner, vocab: Vocab, records: list[ImageRecord], 
         predictions["captions"][record.image_id] = " ".join(words)
         if record.objects:
             predictions["pointing"].append(pointing_hits(words, best.alphas, record.objects, model.grid_size, *result.size))
+        if (outcome := exact_outcome(words, record)) is not None:
+            predictions["exact"].append(outcome)
     model.train(was_training)
     return predictions
 
 
 def merge_predictions(shards: list[dict]) -> dict:
     """One `predict_records` output from those of disjoint shares of the records."""
-    merged = {"captions": {}, "pointing": [], "failed": 0}
+    merged = {"captions": {}, "pointing": [], "exact": [], "failed": 0}
     for part in shards:
         merged["captions"].update(part["captions"])
         merged["pointing"] += part["pointing"]
+        merged["exact"] += part["exact"]
         merged["failed"] += part["failed"]
     return merged
 
 
 def score_predictions(predictions: dict, records: list[ImageRecord], meteor: bool = True, spice: bool = False) -> dict:
-    """`caption_metrics` of `predict_records`' output, plus "pointing_accuracy" where the records
-    have object boxes, and the "images" / "failed" counts."""
+    """`caption_metrics` of `predict_records`' output, plus `exact_scores` where the references are
+    exhaustive, "pointing_accuracy" and "pointing_chance" where the records have object boxes, and
+    the "images" / "failed" counts."""
     captions = predictions["captions"]
     references = {r.image_id: r.captions for r in records if r.image_id in captions}
     metrics = caption_metrics(captions, references, spice=spice, meteor=meteor) if captions else {}
+    metrics |= exact_scores(predictions["exact"])
     if predictions["pointing"]:
-        metrics["pointing_accuracy"] = pointing_accuracy(predictions["pointing"])
+        metrics |= pointing_scores(predictions["pointing"])
     metrics.update(images=len(captions), failed=predictions["failed"])
     return metrics
 

@@ -1,4 +1,4 @@
-"""Tests of the caption metrics, pointing accuracy and the COCO results file."""
+"""Tests of the caption metrics and the COCO results file."""
 
 import json
 import math
@@ -14,8 +14,6 @@ from captioner.data.records import ObjectBox
 from captioner.evaluation import (
     MetricUnavailable,
     caption_metrics,
-    pointing_accuracy,
-    pointing_hits,
     write_coco_results,
 )
 
@@ -90,62 +88,6 @@ def test_spice_without_corenlp_fails_fast(monkeypatch, tmp_path):
     with pytest.raises(MetricUnavailable, match="Stanford CoreNLP.*get_stanford_models"):
         caption_metrics(EXACT, REFERENCES, spice=True)
     assert time.monotonic() - start < 3.0
-
-
-# --- pointing accuracy ---
-
-
-def _alphas_at(positions: list[int], grid_size: int) -> np.ndarray:
-    """One attention map per word, peaked at the given grid position (row-major)."""
-    alphas = np.full((len(positions), grid_size * grid_size), 0.01)
-    alphas[np.arange(len(positions)), positions] = 0.5
-    return alphas
-
-
-def test_pointing_hit_and_miss():
-    # 4x4 grid over a 100x100 image: cell (row 1, col 2) has its centre at (62.5, 37.5).
-    circle = ObjectBox("circle", (50.0, 25.0, 25.0, 25.0))
-    words = ["a", "circle", "and", "a", "circle"]
-    alphas = _alphas_at([0, 1 * 4 + 2, 0, 0, 3 * 4 + 0], grid_size=4)
-    assert pointing_hits(words, alphas, [circle], 4, 100, 100) == (1, 2)
-
-
-def test_pointing_words_naming_no_present_object_are_not_scored():
-    circle = ObjectBox("circle", (0.0, 0.0, 100.0, 100.0))
-    words = ["a", "square", "circle"]  # no square in this image
-    alphas = _alphas_at([5, 5, 5], grid_size=4)
-    assert pointing_hits(words, alphas, [circle], 4, 100, 100) == (1, 1)
-    assert pointing_hits(words, alphas, [], 4, 100, 100) == (0, 0)
-
-
-def test_pointing_maps_cells_of_a_non_square_image():
-    # 2x2 grid over a 200 wide, 100 high image: cell (row 0, col 1) has its centre at (150, 25).
-    right_top = ObjectBox("circle", (140.0, 20.0, 10.0, 5.0))  # the centre lies on its edges
-    left_top = ObjectBox("circle", (40.0, 20.0, 20.0, 10.0))  # where a square image puts it
-    alphas = torch.tensor(_alphas_at([1], grid_size=2))
-    assert pointing_hits(["circle"], alphas, [right_top], 2, 200, 100) == (1, 1)
-    assert pointing_hits(["circle"], alphas, [left_top], 2, 200, 100) == (0, 1)
-
-
-def test_pointing_any_object_of_the_name_counts():
-    left = ObjectBox("circle", (0.0, 0.0, 50.0, 50.0))
-    right = ObjectBox("circle", (50.0, 50.0, 50.0, 50.0))
-    elsewhere = ObjectBox("circle", (0.0, 50.0, 50.0, 50.0))
-    square = ObjectBox("square", (50.0, 50.0, 50.0, 50.0))
-    alphas = _alphas_at([3], grid_size=2)  # bottom-right cell
-    assert pointing_hits(["circle"], alphas, [left, right], 2, 100, 100) == (1, 1)
-    assert pointing_hits(["circle"], alphas, [left, elsewhere, square], 2, 100, 100) == (0, 1)
-
-
-def test_pointing_rejects_misaligned_alphas():
-    with pytest.raises(ValueError, match="shape"):
-        pointing_hits(["a", "circle"], _alphas_at([0], grid_size=2), [], 2, 100, 100)
-
-
-def test_pointing_accuracy_weighs_every_scored_word():
-    assert pointing_accuracy([(1, 2), (0, 0), (3, 3)]) == pytest.approx(80.0)
-    assert math.isnan(pointing_accuracy([(0, 0)]))
-    assert math.isnan(pointing_accuracy([]))
 
 
 # --- COCO results file ---

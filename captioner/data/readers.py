@@ -142,7 +142,11 @@ def _read_boxes(path: Path) -> dict[object, list[ObjectBox]]:
             raise AnnotationError(f"{path}: {where} has unknown category_id {category_id!r}")
         if len(bbox) != 4 or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in bbox):
             raise AnnotationError(f"{path}: {where} 'bbox' must be four numbers [x, y, w, h]")
-        boxes.setdefault(image_id, []).append(ObjectBox(names[category_id], tuple(float(v) for v in bbox)))
+        attributes = annotation.get("attributes", {})
+        if not isinstance(attributes, dict) or not all(isinstance(v, str) for v in attributes.values()):
+            raise AnnotationError(f"{path}: {where} 'attributes' must map names to words")
+        box = ObjectBox(names[category_id], tuple(float(v) for v in bbox), frozenset(attributes.values()))
+        boxes.setdefault(image_id, []).append(box)
     return boxes
 
 
@@ -174,11 +178,13 @@ def read_coco(
     _check_split(split)
     coco = _coco_index(captions_path)
     boxes = _read_boxes(instances_path) if instances_path is not None else {}
+    info = coco.dataset.get("info")
+    exhaustive = isinstance(info, dict) and info.get("exhaustive_references") is True
     records = []
     for image_id in coco.getImgIds():
         if captions := _nonblank(annotation["caption"] for annotation in coco.imgToAnns[image_id]):
             path = image_dir / coco.imgs[image_id]["file_name"]
-            records.append(ImageRecord(str(image_id), path, split, captions, boxes.get(image_id, [])))
+            records.append(ImageRecord(str(image_id), path, split, captions, boxes.get(image_id, []), exhaustive))
     return records
 
 

@@ -98,8 +98,9 @@ class Scene:
     objects: tuple[ShapeObject, ...]  # 1-3 objects, in canonical (shape, colour) order
 
 
-def relation(a: ShapeObject, b: ShapeObject) -> str | None:
-    """Where `a` lies relative to `b` ("left", "right", "above", "below"), None if not clear."""
+def relation(a, b) -> str | None:
+    """Where `a` lies relative to `b` ("left", "right", "above", "below"), None if not clear; `a` and
+    `b` are anything with a `centre` in pixels (a ShapeObject, a record's ObjectBox)."""
     (ax, ay), (bx, by) = a.centre, b.centre
     dx, dy = ax - bx, ay - by
     if abs(dx) >= RELATION_RATIO * abs(dy) and dx != 0:
@@ -256,8 +257,9 @@ def _write_split(out: Path, split: str, count: int, seed: int, image_size: int =
                       for k, o in enumerate(scene.objects)]
         if progress is not None:
             progress.update()
+    # exhaustive_references: the captions of an image are all its valid phrasings (exact accuracy)
     info = {"description": "synthetic shapes scenes (captioner.data.shapes)", "split": split,
-            "seed": seed, "image_size": image_size}
+            "seed": seed, "image_size": image_size, "exhaustive_references": True}
     categories = [{"id": i + 1, "name": shape, "supercategory": "shape"} for i, shape in enumerate(SHAPES)]
     common = {"info": info, "licenses": [], "images": images}
     (out / f"captions_{split}.json").write_text(json.dumps({**common, "annotations": captions}))

@@ -36,8 +36,8 @@ class SmallCNN(nn.Sequential):
     captions about "left of" and "above" need that.
     """
 
-    def __init__(self, channels: int, grid_size: int):
-        widths = [3, channels // 4, channels // 2, channels]
+    def __init__(self, channels: int, grid_size: int, coordinates: bool = False):
+        widths = [3 + 2 * coordinates, channels // 4, channels // 2, channels]
         stages = []
         for c_in, c_out in zip(widths, widths[1:]):
             stages += [
@@ -50,9 +50,15 @@ class SmallCNN(nn.Sequential):
             ]
         super().__init__(*stages)
         self.out_channels = channels
+        self.coordinates = coordinates
         self.position = nn.Parameter(torch.zeros(1, channels, grid_size, grid_size))
 
     def forward(self, x):
+        if self.coordinates:
+            B, _, H, W = x.shape
+            ys = torch.linspace(-1, 1, H, device=x.device, dtype=x.dtype).view(1, 1, H, 1).expand(B, 1, H, W)
+            xs = torch.linspace(-1, 1, W, device=x.device, dtype=x.dtype).view(1, 1, 1, W).expand(B, 1, H, W)
+            x = torch.cat([x, xs, ys], 1)
         x = super().forward(x)
         return nn.functional.adaptive_avg_pool2d(x, self.position.shape[-2:]) + self.position
 
@@ -86,7 +92,7 @@ class Encoder(nn.Module):
     def __init__(self, config: ModelConfig):
         super().__init__()
         if config.backbone == "small":
-            self.trunk = SmallCNN(config.small_channels, config.grid_size)
+            self.trunk = SmallCNN(config.small_channels, config.grid_size, config.coordinates)
             self.feature_dim = config.small_channels
         elif config.backbone in BACKBONES:
             self.trunk = _torchvision_trunk(config.backbone, config.weights)

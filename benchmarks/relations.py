@@ -1,0 +1,162 @@
+"""Why spatial relations fail: relation accuracy split every useful way, where the decoder looks
+when it writes the relation, and where the encoder keeps the information it would need.
+
+Captions are decoded greedily and read back with `shapes_grammar.parse_caption`. A relation claim
+("A left of B") is scored when both of its objects are in the scene; it is right when the scene's
+relation of A to B is the one claimed. Printed as one JSON object:
+
+- `claims`: accuracy by the direction claimed, by the true direction (with the confusion counts),
+  by the number of objects, and by whether the anchor B was named before the direction word
+  ("B with A to its left", "... and C under it") or after it ("A left of B");
+- `attention_at_direction_word`: the attention map of the word that names the direction: its peak
+  value, the share of its mass on the subject, on the anchor, on another object and on the
+  background, and where its argmax falls;
+- `probes`: held-out accuracy of a linear classifier that reads the relation of a two-object
+  scene from (a) the mean annotation vector, which is all the initial state (§3.1.2) sees, and
+  (b) the annotation vectors at the two objects' centres, which sharp attention could read.
+  Chance is the share of the most frequent relation.
+
+    python benchmarks/relations.py --checkpoint assets/shapes_model.pt --data data/shapes_test --images 1000
+"""
+
+import argparse
+import json
+from collections import Counter, defaultdict
+
+import torch
+
+from captioner.checkpoint import load_model
+from captioner.data.images import grid_cell_center, load_image, preprocess
+from captioner.data.readers import read_split
+from captioner.data.shapes import relation
+from captioner.data.shapes_grammar import parse_caption, phrase_of
+from captioner.inference import Failed, caption_files
+
+DIRECTIONS = ("left", "right", "above", "below")
+
+
+def share(hits: int, total: int) -> float | None:
+    return round(100 * hits / total, 1) if total else None
+
+
+def cell_owner(record, grid_size: int, width: int, height: int) -> list[int | None]:
+    """For every grid cell, the index of the object whose box holds the cell's centre (or None)."""
+    owners = []
+    for p in range(grid_size * grid_size):
+        x, y = grid_cell_center(p, grid_size, width, height)
+        inside = [k for k, o in enumerate(record.objects)
+                  if o.bbox[0] <= x <= o.bbox[0] + o.bbox[2] and o.bbox[1] <= y <= o.bbox[1] + o.bbox[3]]
+        owners.append(inside[0] if inside else None)
+    return owners
+
+
+def attention_report(alpha: torch.Tensor, owners: list[int | None], subject: int, anchor: int) -> dict:
+    """Where one attention map (P,) puts its mass and its argmax, relative to a claim's objects."""
+    def role(owner):
+        return "background" if owner is None else "subject" if owner == subject else "anchor" if owner == anchor else "other object"
+    mass = Counter()
+    for p, owner in enumerate(owners):
+        mass[role(owner)] += float(alpha[p])
+    return {"peak": float(alpha.max()), "mass": mass, "argmax": role(owners[int(alpha.argmax())])}
+
+
+def score_claims(model, vocab, records, config) -> tuple[dict, dict]:
+    results = caption_files(model, vocab, [r.path for r in records], config.data.image_size, config.decode)
+    right, total = Counter(), Counter()
+    confusion = defaultdict(Counter)
+    peaks, masses, argmaxes = [], Counter(), Counter()
+    for record, result in zip(records, results):
+        if isinstance(result, Failed) or len(record.objects) < 2:
+            continue
+        best = result.hypotheses[0]
+        words = vocab.decode(best.tokens)
+        truth = {phrase_of(o): k for k, o in enumerate(record.objects)}
+        parsed = parse_caption(words)
+        owners = cell_owner(record, model.grid_size, *result.size)
+        for n, claim in enumerate(parsed.claims):
+            subject, anchor = truth.get(parsed.objects[claim.subject]), truth.get(parsed.objects[claim.anchor])
+            if subject is None or anchor is None or subject == anchor:
+                continue
+            true = relation(record.objects[subject], record.objects[anchor])
+            ok = claim.direction == true
+            keys = [f"claimed {claim.direction}", f"true {true}", f"{len(record.objects)} objects",
+                    "anchor named before" if claim.anchor_named_before else "anchor named after",
+                    f"claim {n + 1} of the caption", "all"]
+            for key in keys:
+                right[key] += ok
+                total[key] += 1
+            confusion[true][str(claim.direction)] += 1
+            seen = attention_report(best.alphas[claim.position], owners, subject, anchor)
+            peaks.append(seen["peak"])
+            masses.update(seen["mass"])
+            argmaxes[seen["argmax"]] += 1
+    claims = {key: {"claims": total[key], "accuracy": share(right[key], total[key])} for key in sorted(total)}
+    claims["confusion (true -> claimed)"] = {t: dict(c) for t, c in sorted(confusion.items())}
+    n = max(1, len(peaks))
+    attention = {
+        "words": len(peaks),
+        "mean_peak": round(sum(peaks) / n, 3),
+        "mean_mass": {role: round(m / n, 3) for role, m in masses.most_common()},
+        "argmax_on": {role: share(c, len(peaks)) for role, c in argmaxes.most_common()},
+    }
+    return claims, attention
+
+
+def probe_accuracy(x: torch.Tensor, y: torch.Tensor, steps: int = 500) -> float:
+    """Held-out accuracy (second half) of softmax regression trained on the first half."""
+    half = len(y) // 2
+    mean, std = x[:half].mean(0), x[:half].std(0) + 1e-6
+    x = (x - mean) / std
+    classifier = torch.nn.Linear(x.shape[1], len(DIRECTIONS))
+    optimizer = torch.optim.Adam(classifier.parameters(), lr=0.01, weight_decay=1e-3)
+    for _ in range(steps):
+        optimizer.zero_grad()
+        torch.nn.functional.cross_entropy(classifier(x[:half]), y[:half]).backward()
+        optimizer.step()
+    with torch.no_grad():
+        return share(int((classifier(x[half:]).argmax(1) == y[half:]).sum()), len(y) - half)
+
+
+def probes(model, records, config) -> dict:
+    pairs = [r for r in records if len(r.objects) == 2]
+    means, at_objects, labels = [], [], []
+    G = model.grid_size
+    for record in pairs:
+        image = load_image(record.path)
+        with torch.no_grad():
+            a = model.encoder(preprocess(image, config.data.image_size)[None])[0]  # (P, D)
+        cells = []
+        for o in record.objects:
+            x, y = o.centre
+            cells.append(int(y * G / image.height) * G + int(x * G / image.width))
+        means.append(a.mean(0))
+        at_objects.append(torch.cat([a[cells[0]], a[cells[1]]]))
+        labels.append(DIRECTIONS.index(relation(*record.objects)))
+    y = torch.tensor(labels)
+    return {
+        "scenes": len(pairs),
+        "chance": share(Counter(labels).most_common(1)[0][1], len(labels)),
+        "mean_annotation_vector": probe_accuracy(torch.stack(means), y),
+        "annotation_vectors_at_both_objects": probe_accuracy(torch.stack(at_objects), y),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--checkpoint", default="assets/shapes_model.pt")
+    parser.add_argument("--data", default="data/shapes_test", help="a shapes dataset folder")
+    parser.add_argument("--split", default="test")
+    parser.add_argument("--images", type=int, default=1000, help="the first N images of the split (0 = all)")
+    args = parser.parse_args()
+    model, vocab, config, _ = load_model(args.checkpoint)
+    model.eval()
+    config.data.root = args.data
+    config.decode.beam_size = 1
+    records = read_split(config.data, args.split)[: args.images or None]
+    claims, attention = score_claims(model, vocab, records, config)
+    report = {"claims": claims, "attention_at_direction_word": attention, "probes": probes(model, records, config)}
+    print(json.dumps(report, indent=1))
+
+
+if __name__ == "__main__":
+    main()
