@@ -30,7 +30,7 @@ from captioner.decoding import LENGTH_PENALTIES
 from captioner.demo_handlers import BEAM_SIZES, MAX_LENGTHS, NBEST_HEADERS, CaptionDemo, WordAttention, random_scene
 from captioner.training import resolve_device
 
-EXAMPLES_DIR = BUNDLED_CHECKPOINT.parent / "examples"
+EXAMPLES_DIR = BUNDLED_CHECKPOINT.parent / "examples" / "images"  # a shapes test split, truth beside it
 EXAMPLE_SUFFIXES = (".png", ".jpg", ".jpeg")
 QUEUE = dict(default_concurrency_limit=2, max_size=32)  # two captions at once, 32 waiting at most
 MAX_FILE_SIZE = "50mb"  # uploads above this are refused before they reach the handler

@@ -41,6 +41,8 @@ class ModelConfig:
     grid_size: int = 14  # G: features are pooled to G x G positions (paper: 14; shapes: 16)
     small_channels: int = 64  # small CNN: channels of its last layer (its D)
     coordinates: bool = False  # small CNN: x, y channels beside the pixels of its input
+    context: int = 0  # small CNN: residual dilated 3 x 3 layers on its grid (experiment)
+    forget_bias: float = 0.0  # initial bias of the LSTM's forget gate (experiment)
     embed_dim: int = 128  # word embedding size (paper: 512)
     attention_dim: int = 128  # additive attention hidden size (paper: 512)
     decoder_dim: int = 256  # LSTM hidden size (paper: 1800 on COCO; 512 in most re-implementations)

@@ -115,6 +115,22 @@ def test_coco_captions_with_instances(tmp_path):
     assert all(record.objects == [] for record in read_coco(captions, images, "test"))
 
 
+def test_coco_attributes_and_exhaustive_references(tmp_path):
+    """The shapes generator's marks: object attributes, and a captions file whose references are
+    every valid phrasing. Plain COCO files have neither."""
+    data = coco_captions()
+    data["info"] = {"exhaustive_references": True}
+    captions = write_json(tmp_path / "captions.json", data)
+    instances = coco_instances()
+    instances["annotations"][0]["attributes"] = {"color": "brown", "size": "small"}
+    records = read_coco(captions, tmp_path, "val", write_json(tmp_path / "instances.json", instances))
+    assert all(record.exhaustive for record in records)
+    dog = next(r for r in records if r.image_id == "42").objects[0]
+    assert dog.attributes == frozenset({"brown", "small"}) and dog.centre == (25.0, 40.5)
+    plain = read_coco(write_json(tmp_path / "plain.json", coco_captions()), tmp_path, "val")
+    assert not any(record.exhaustive for record in plain)
+
+
 def test_coco_is_silent(tmp_path, capsys):
     read_coco(write_json(tmp_path / "captions.json", coco_captions()), tmp_path, "train")
     assert capsys.readouterr().out == ""
@@ -290,6 +306,7 @@ def instances_with(section: str, index: int, **changes) -> dict:
     (instances_with("annotations", 1, category_id=5), "annotations[1] has unknown category_id 5"),
     (instances_with("annotations", 0, bbox=[1, 2, 3]), "annotations[0] 'bbox' must be four numbers"),
     (instances_with("categories", 1, name=None), "categories[1] 'name' has the wrong type"),
+    (instances_with("annotations", 0, attributes=["red"]), "annotations[0] 'attributes' must map names to words"),
 ])
 def test_coco_instances_errors(tmp_path, content, problem):
     captions = write_json(tmp_path / "captions_val2014.json", coco_captions())

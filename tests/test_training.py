@@ -16,7 +16,7 @@ def test_tiny_training_run_lowers_the_loss_and_writes_the_run(tiny_config):
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [row["epoch"] for row in rows] == list(range(1, 7))
     assert rows[-1]["train_cross_entropy"] < 0.8 * rows[0]["train_cross_entropy"]
-    assert {"BLEU-4", "CIDEr", "pointing_accuracy"} <= rows[-1]["val"].keys()
+    assert {"BLEU-4", "CIDEr", "exact_accuracy", "exact_accuracy_1obj", "pointing_accuracy", "pointing_chance"} <= rows[-1]["val"].keys()
     assert (run / "config.yaml").exists()
     state = load_checkpoint(run / "checkpoint_last.pt")
     assert state["epoch"] == 6 and state["config"] == tiny_config.to_dict()

@@ -51,6 +51,7 @@ class SmallCNN(nn.Sequential):
         super().__init__(*stages)
         self.out_channels = channels
         self.coordinates = coordinates
+
         self.position = nn.Parameter(torch.zeros(1, channels, grid_size, grid_size))
 
     def forward(self, x):
@@ -101,6 +102,12 @@ class Encoder(nn.Module):
             known = ", ".join(["small", *BACKBONES])
             raise ConfigError(f"model.backbone: unknown '{config.backbone}'; known: {known}")
         self.pool = nn.AdaptiveAvgPool2d(config.grid_size)
+        # dilated 3 x 3 layers on the grid (dilation 1, 2, 4, ...), each added to its input
+        D = self.feature_dim
+        self.context = nn.ModuleList(
+            nn.Sequential(nn.Conv2d(D, D, 3, padding=2**k, dilation=2**k, bias=False), nn.BatchNorm2d(D), nn.ReLU())
+            for k in range(config.context)
+        )
         self.trainable_from = self._freeze(config.fine_tune_from)
 
     def _freeze(self, fine_tune_from: str) -> int:
@@ -133,4 +140,6 @@ class Encoder(nn.Module):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         grid = self.pool(self.trunk(images))  # (B, D, G, G)
+        for layer in self.context:
+            grid = grid + layer(grid)
         return grid.flatten(2).transpose(1, 2)  # (B, P, D)
