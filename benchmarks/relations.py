@@ -11,6 +11,9 @@ relation of A to B is the one claimed. Printed as one JSON object:
 - `attention_at_direction_word`: the attention map of the word that names the direction: its peak
   value, the share of its mass on the subject, on the anchor, on another object and on the
   background, and where its argmax falls;
+- `teacher_forced`: given a reference caption up to its direction word, how often the model's most
+  likely next word names the true direction (any of its wordings), with and without autograd
+  (decoding's path): whether the model knows the relation when the caption so far is given;
 - `probes`: held-out accuracy of a linear classifier that reads the relation of a two-object
   scene from (a) the mean annotation vector, which is all the initial state (§3.1.2) sees, and
   (b) the annotation vectors at the two objects' centres, which sharp attention could read.
@@ -29,7 +32,7 @@ from captioner.checkpoint import load_model
 from captioner.data.images import grid_cell_center, load_image, preprocess
 from captioner.data.readers import read_split
 from captioner.data.shapes import relation
-from captioner.data.shapes_grammar import parse_caption, phrase_of
+from captioner.data.shapes_grammar import DIRECTION_OF_WORD, parse_caption, phrase_of
 from captioner.inference import Failed, caption_files
 
 DIRECTIONS = ("left", "right", "above", "below")
@@ -141,6 +144,29 @@ def probes(model, records, config) -> dict:
     }
 
 
+def teacher_forced(model, vocab, records, config) -> dict:
+    """Direction accuracy at the direction words of every reference, the prefix given."""
+    right, total = Counter(), Counter()
+    for record in records:
+        if len(record.objects) < 2:
+            continue
+        image = preprocess(load_image(record.path), config.data.image_size)[None]
+        captions = torch.nn.utils.rnn.pad_sequence(
+            [torch.tensor(vocab.encode(c)) for c in record.captions], batch_first=True, padding_value=vocab.pad)
+        for mode, grad in (("with autograd", True), ("without autograd", False)):
+            with torch.set_grad_enabled(grad):
+                features = model.encoder(image).expand(len(captions), -1, -1)
+                logits, _ = model.decoder(features, captions)  # (R, T, V)
+            for r, caption in enumerate(record.captions):
+                words = vocab.decode(captions[r, 1:].tolist())
+                for claim in parse_caption(words).claims:
+                    guess = vocab.words[int(logits[r, claim.position].argmax())]
+                    key = f"{mode}, anchor named {'before' if claim.anchor_named_before else 'after'}"
+                    right[key] += DIRECTION_OF_WORD.get(guess) == claim.direction
+                    total[key] += 1
+    return {key: {"claims": total[key], "accuracy": share(right[key], total[key])} for key in sorted(total)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoint", default="assets/shapes_model.pt")
@@ -154,7 +180,8 @@ def main() -> None:
     config.decode.beam_size = 1
     records = read_split(config.data, args.split)[: args.images or None]
     claims, attention = score_claims(model, vocab, records, config)
-    report = {"claims": claims, "attention_at_direction_word": attention, "probes": probes(model, records, config)}
+    report = {"claims": claims, "attention_at_direction_word": attention,
+              "teacher_forced": teacher_forced(model, vocab, records, config), "probes": probes(model, records, config)}
     print(json.dumps(report, indent=1))
 
 

@@ -40,7 +40,7 @@ class ModelConfig:
     fine_tune_from: str = "none"  # none (frozen) | all | name of the first trainable block
     grid_size: int = 14  # G: features are pooled to G x G positions (paper: 14; shapes: 16)
     small_channels: int = 64  # small CNN: channels of its last layer (its D)
-    coordinates: bool = False  # small CNN: x, y channels beside the pixels of its input
+    coordinates: bool = False  # append each cell's x, y (-1..1) to its annotation vector
     context: int = 0  # small CNN: residual dilated 3 x 3 layers on its grid (experiment)
     forget_bias: float = 0.0  # initial bias of the LSTM's forget gate (experiment)
     embed_dim: int = 128  # word embedding size (paper: 512)

@@ -28,7 +28,7 @@ def cache_key(config: Config) -> dict:
     return {
         "backbone": m.backbone, "weights": m.weights, "grid_size": m.grid_size,
         "small_channels": m.small_channels if m.backbone == "small" else None,
-        "image_size": config.data.image_size,
+        "coordinates": m.coordinates, "image_size": config.data.image_size,
     }
 
 

@@ -31,13 +31,12 @@ class SmallCNN(nn.Sequential):
     cell (r, c), where `grid_cell_center` maps attention back to pixels; a padded 3 x 3 stride-2
     convolution would centre it half a cell up and left. The receptive field is small (36 px, under
     5 cells): each annotation vector describes its own patch, as the paper's lower conv layer does,
-    so the decoder has to attend to an object to see it. A learned position embedding is added to
-    the grid: a plain CNN's features say what is at a cell but hardly where the cell is, and
-    captions about "left of" and "above" need that.
+    so the decoder has to attend to an object to see it. Where the cell is comes from the
+    encoder's `coordinates` (a plain CNN's features say what is at a cell but hardly where).
     """
 
-    def __init__(self, channels: int, grid_size: int, coordinates: bool = False):
-        widths = [3 + 2 * coordinates, channels // 4, channels // 2, channels]
+    def __init__(self, channels: int, grid_size: int):
+        widths = [3, channels // 4, channels // 2, channels]
         stages = []
         for c_in, c_out in zip(widths, widths[1:]):
             stages += [
@@ -50,18 +49,10 @@ class SmallCNN(nn.Sequential):
             ]
         super().__init__(*stages)
         self.out_channels = channels
-        self.coordinates = coordinates
-
-        self.position = nn.Parameter(torch.zeros(1, channels, grid_size, grid_size))
+        self.grid_size = grid_size
 
     def forward(self, x):
-        if self.coordinates:
-            B, _, H, W = x.shape
-            ys = torch.linspace(-1, 1, H, device=x.device, dtype=x.dtype).view(1, 1, H, 1).expand(B, 1, H, W)
-            xs = torch.linspace(-1, 1, W, device=x.device, dtype=x.dtype).view(1, 1, 1, W).expand(B, 1, H, W)
-            x = torch.cat([x, xs, ys], 1)
-        x = super().forward(x)
-        return nn.functional.adaptive_avg_pool2d(x, self.position.shape[-2:]) + self.position
+        return nn.functional.adaptive_avg_pool2d(super().forward(x), self.grid_size)
 
 
 def _torchvision_trunk(name: str, weights: str) -> nn.Sequential:
@@ -87,13 +78,20 @@ def _torchvision_trunk(name: str, weights: str) -> nn.Sequential:
     return nn.Sequential(*list(model.features.children())[:-1])  # drop the last max-pool: 14x14 at 224 px
 
 
+def cell_coordinates(grid: torch.Tensor) -> torch.Tensor:
+    """The x and y of every cell of a (B, D, G, G) grid, from -1 (left, top) to 1: (B, 2, G, G)."""
+    B, _, G, _ = grid.shape
+    axis = torch.linspace(-1, 1, G, device=grid.device, dtype=grid.dtype)
+    return torch.stack(torch.meshgrid(axis, axis, indexing="xy")).expand(B, 2, G, G)
+
+
 class Encoder(nn.Module):
     """Images (B, 3, H, W) -> annotation vectors (B, P, D), with P = grid_size ** 2."""
 
     def __init__(self, config: ModelConfig):
         super().__init__()
         if config.backbone == "small":
-            self.trunk = SmallCNN(config.small_channels, config.grid_size, config.coordinates)
+            self.trunk = SmallCNN(config.small_channels, config.grid_size)
             self.feature_dim = config.small_channels
         elif config.backbone in BACKBONES:
             self.trunk = _torchvision_trunk(config.backbone, config.weights)
@@ -102,12 +100,14 @@ class Encoder(nn.Module):
             known = ", ".join(["small", *BACKBONES])
             raise ConfigError(f"model.backbone: unknown '{config.backbone}'; known: {known}")
         self.pool = nn.AdaptiveAvgPool2d(config.grid_size)
+        self.coordinates = config.coordinates
         # dilated 3 x 3 layers on the grid (dilation 1, 2, 4, ...), each added to its input
         D = self.feature_dim
         self.context = nn.ModuleList(
             nn.Sequential(nn.Conv2d(D, D, 3, padding=2**k, dilation=2**k, bias=False), nn.BatchNorm2d(D), nn.ReLU())
             for k in range(config.context)
         )
+        self.feature_dim = D + 2 * self.coordinates  # annotation vectors: features, then x and y
         self.trainable_from = self._freeze(config.fine_tune_from)
 
     def _freeze(self, fine_tune_from: str) -> int:
@@ -142,4 +142,6 @@ class Encoder(nn.Module):
         grid = self.pool(self.trunk(images))  # (B, D, G, G)
         for layer in self.context:
             grid = grid + layer(grid)
+        if self.coordinates:
+            grid = torch.cat([grid, cell_coordinates(grid)], 1)  # (B, D + 2, G, G)
         return grid.flatten(2).transpose(1, 2)  # (B, P, D)
