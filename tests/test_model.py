@@ -88,13 +88,24 @@ def test_encoder_freezing_and_bad_names():
     assert not tiny_model(fine_tune_from="all").encoder.frozen
     partly = tiny_model(fine_tune_from="6").encoder
     trainable = [name for name, p in partly.trunk.named_parameters() if p.requires_grad]
-    assert trainable and all(name == "position" or int(name.split(".")[0]) >= 6 for name in trainable)
+    assert trainable and all(int(name.split(".")[0]) >= 6 for name in trainable)
     with pytest.raises(ConfigError, match="fine_tune_from"):
         tiny_model(fine_tune_from="layer9")
     with pytest.raises(ConfigError, match="model.backbone"):
         tiny_model(backbone="alexnet")
     with pytest.raises(ConfigError, match="model.attention"):
         tiny_model(attention="telepathy")
+
+
+def test_coordinates_say_where_each_cell_is():
+    model = tiny_model(coordinates=True)
+    G = model.grid_size
+    a = model.encoder(torch.randn(2, 3, 32, 32))  # (B, P, D + 2)
+    assert a.shape == (2, G * G, tiny_model().encoder.feature_dim + 2) == (2, G * G, model.encoder.feature_dim)
+    x, y = a[..., -2], a[..., -1]
+    row, col = divmod(G * G - 2, G)  # the bottom row's second cell from the right
+    assert x[:, G * G - 2].tolist() == pytest.approx([2 * col / (G - 1) - 1] * 2) and y[:, G * G - 2].tolist() == [1.0, 1.0]
+    assert x[0, 0] == y[0, 0] == -1.0 and torch.equal(x[0, :G], torch.linspace(-1, 1, G))
 
 
 def test_frozen_batchnorm_stays_in_eval_mode_while_training():
