@@ -2,7 +2,8 @@
 
 The image encoder is taken out of the question: every scene of the shapes world is turned straight
 into a G x G grid of annotation vectors that say exactly what is at each cell (one-hot colour and
-shape, size) and, optionally, where the cell is (its x and y in [-1, 1]). The real decoder is
+shape, size) and, as the variant says, where the cell is: not at all (plain), its x and y in
+[-1, 1] appended (coordinates), or every feature times x and times y appended (product). The real decoder is
 trained on them with the real loss (teacher forcing, one random reference per scene per step), and
 every few hundred steps the script prints how often its most likely next word names the true
 direction at the direction words of held-out references (chance: about 25 %). Each setting in
@@ -29,10 +30,11 @@ GRID = 16
 IMAGE = 128
 
 
-def scene_grid(scene, coordinates: bool) -> torch.Tensor:
-    """(P, D) annotation vectors: colour, shape and size of the object at each cell, and its x, y."""
-    channels = len(COLOURS) + len(SHAPES) + 1 + 2 * coordinates
-    grid = torch.zeros(GRID, GRID, channels)
+def scene_grid(scene, position: str, scale: float = 1.0) -> torch.Tensor:
+    """(P, D) annotation vectors: colour, shape and size of the object at each cell, then where the
+    cell is as `position` says: "plain" (not at all), "coordinates" (its x, y) or "product" (every
+    feature times x and times y)."""
+    grid = torch.zeros(GRID, GRID, len(COLOURS) + len(SHAPES) + 1)
     cell = IMAGE / GRID
     for o in scene.objects:
         r0, r1 = int(o.y // cell), int((o.y + o.extent - 1) // cell)
@@ -40,17 +42,20 @@ def scene_grid(scene, coordinates: bool) -> torch.Tensor:
         grid[r0 : r1 + 1, c0 : c1 + 1, list(COLOURS).index(o.colour)] = 1
         grid[r0 : r1 + 1, c0 : c1 + 1, len(COLOURS) + SHAPES.index(o.shape)] = 1
         grid[r0 : r1 + 1, c0 : c1 + 1, len(COLOURS) + len(SHAPES)] = 1.0 if o.size == "large" else -1.0
-    if coordinates:
-        axis = torch.linspace(-1, 1, GRID)
-        grid[..., -2] = axis.view(1, GRID)  # x
-        grid[..., -1] = axis.view(GRID, 1)  # y
+    grid = grid * scale
+    axis = torch.linspace(-1, 1, GRID)
+    x, y = axis.view(1, GRID, 1).expand(GRID, GRID, 1), axis.view(GRID, 1, 1).expand(GRID, GRID, 1)
+    if position == "coordinates":
+        grid = torch.cat([grid, x, y], -1)
+    elif position == "product":
+        grid = torch.cat([grid, grid * x, grid * y], -1)
     return grid.flatten(0, 1)
 
 
-def make_data(count: int, seed: int, coordinates: bool):
+def make_data(count: int, seed: int, position: str, scale: float):
     rng = np.random.default_rng(seed)
     scenes = [make_scene(rng) for _ in range(count)]
-    return torch.stack([scene_grid(s, coordinates) for s in scenes]), [describe(s) for s in scenes]
+    return torch.stack([scene_grid(s, position, scale) for s in scenes]), [describe(s) for s in scenes]
 
 
 def direction_accuracy(decoder, vocab, features, references) -> float:
@@ -73,9 +78,8 @@ def direction_accuracy(decoder, vocab, features, references) -> float:
 
 def run(variant: str, args) -> dict:
     torch.manual_seed(0)
-    coordinates = variant != "plain"
-    features, references = make_data(args.scenes, 1, coordinates)
-    test_features, test_references = make_data(300, 2, coordinates)
+    features, references = make_data(args.scenes, 1, variant, args.feature_scale)
+    test_features, test_references = make_data(300, 2, variant, args.feature_scale)
     vocab = build_vocab(c for captions in references for c in captions)
     config = ModelConfig(embed_dim=128, attention_dim=128, decoder_dim=args.decoder_dim, dropout=0.3)
     decoder = Decoder(len(vocab), features.shape[-1], config)
@@ -101,12 +105,14 @@ def run(variant: str, args) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--variants", nargs="+", default=["plain", "coordinates"], choices=["plain", "coordinates"])
+    parser.add_argument("--variants", nargs="+", default=["plain", "coordinates"], choices=["plain", "coordinates", "product"])
     parser.add_argument("--scenes", type=int, default=8000)
     parser.add_argument("--steps", type=int, default=1500)
     parser.add_argument("--every", type=int, default=250)
     parser.add_argument("--decoder-dim", type=int, default=128)
     parser.add_argument("--lr", type=float, default=4e-3)
+    parser.add_argument("--feature-scale", type=float, default=1.0,
+                        help="multiplies what each cell holds, not where it is (learned features are larger)")
     args = parser.parse_args()
     print(json.dumps([run(variant, args) for variant in args.variants]))
 

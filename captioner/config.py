@@ -40,9 +40,7 @@ class ModelConfig:
     fine_tune_from: str = "none"  # none (frozen) | all | name of the first trainable block
     grid_size: int = 14  # G: features are pooled to G x G positions (paper: 14; shapes: 16)
     small_channels: int = 64  # small CNN: channels of its last layer (its D)
-    coordinates: bool = False  # append each cell's x, y (-1..1) to its annotation vector
-    context: int = 0  # small CNN: residual dilated 3 x 3 layers on its grid (experiment)
-    forget_bias: float = 0.0  # initial bias of the LSTM's forget gate (experiment)
+    coordinates: float = 0.0  # c > 0: append each cell's x and y, from -c to c, to its annotation vector
     embed_dim: int = 128  # word embedding size (paper: 512)
     attention_dim: int = 128  # additive attention hidden size (paper: 512)
     decoder_dim: int = 256  # LSTM hidden size (paper: 1800 on COCO; 512 in most re-implementations)

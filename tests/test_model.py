@@ -98,7 +98,7 @@ def test_encoder_freezing_and_bad_names():
 
 
 def test_coordinates_say_where_each_cell_is():
-    model = tiny_model(coordinates=True)
+    model = tiny_model(coordinates=1.0)
     G = model.grid_size
     a = model.encoder(torch.randn(2, 3, 32, 32))  # (B, P, D + 2)
     assert a.shape == (2, G * G, tiny_model().encoder.feature_dim + 2) == (2, G * G, model.encoder.feature_dim)

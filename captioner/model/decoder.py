@@ -48,8 +48,6 @@ class Decoder(nn.Module):
         self.beta = Linear(H, 1) if config.gate else None  # beta_t = sigmoid(f_beta(h_{t-1}))
         # The affine map of eq. 1 over [E y_{t-1}, h_{t-1}, z_t], one block per input.
         self.embed_gates = Linear(E, 4 * H)
-        with torch.no_grad():
-            self.embed_gates.bias[H : 2 * H] += config.forget_bias  # gates are i, f, g, o
         self.hidden_gates = Linear(H, 4 * H, bias=False)
         self.context_gates = Linear(D, 4 * H, bias=False)
         self.dropout = nn.Dropout(config.dropout)

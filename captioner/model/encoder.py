@@ -86,7 +86,14 @@ def cell_coordinates(grid: torch.Tensor) -> torch.Tensor:
 
 
 class Encoder(nn.Module):
-    """Images (B, 3, H, W) -> annotation vectors (B, P, D), with P = grid_size ** 2."""
+    """Images (B, 3, H, W) -> annotation vectors (B, P, D), with P = grid_size ** 2.
+
+    With `model.coordinates` = c > 0 each annotation vector ends with its cell's x and y, from -c
+    (left, top) to c, so that attending to an object also reads where it is: captions that say
+    "left of" or "above" need it. Their scale matters: the decoder learns relations from ideal
+    features with coordinates in [-1, 1], but not when the features are 5 times larger than the
+    coordinates (`benchmarks/relation_learnability.py --feature-scale 5`), as a trained CNN's are.
+    """
 
     def __init__(self, config: ModelConfig):
         super().__init__()
@@ -101,13 +108,7 @@ class Encoder(nn.Module):
             raise ConfigError(f"model.backbone: unknown '{config.backbone}'; known: {known}")
         self.pool = nn.AdaptiveAvgPool2d(config.grid_size)
         self.coordinates = config.coordinates
-        # dilated 3 x 3 layers on the grid (dilation 1, 2, 4, ...), each added to its input
-        D = self.feature_dim
-        self.context = nn.ModuleList(
-            nn.Sequential(nn.Conv2d(D, D, 3, padding=2**k, dilation=2**k, bias=False), nn.BatchNorm2d(D), nn.ReLU())
-            for k in range(config.context)
-        )
-        self.feature_dim = D + 2 * self.coordinates  # annotation vectors: features, then x and y
+        self.feature_dim += 2 * (self.coordinates > 0)  # annotation vectors: features, then x and y
         self.trainable_from = self._freeze(config.fine_tune_from)
 
     def _freeze(self, fine_tune_from: str) -> int:
@@ -140,8 +141,6 @@ class Encoder(nn.Module):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         grid = self.pool(self.trunk(images))  # (B, D, G, G)
-        for layer in self.context:
-            grid = grid + layer(grid)
-        if self.coordinates:
-            grid = torch.cat([grid, cell_coordinates(grid)], 1)  # (B, D + 2, G, G)
+        if self.coordinates > 0:
+            grid = torch.cat([grid, self.coordinates * cell_coordinates(grid)], 1)  # (B, D + 2, G, G)
         return grid.flatten(2).transpose(1, 2)  # (B, P, D)
