@@ -19,6 +19,8 @@ relation of A to B is the one claimed. Printed as one JSON object:
   (b) the annotation vectors at the two objects' centres, which sharp attention could read, and, as
   a check of the probe itself, (c) the two objects' true centres. Chance is the share of the most
   frequent relation. With few scenes and many features the probe overfits: use 1000 images or more.
+  Beside them, the mean norm of the annotation vectors' features at the objects' centre cells and
+  elsewhere, and of their coordinates (`model.coordinates`), which the decoder must weigh together.
 
     python benchmarks/relations.py --checkpoint assets/shapes_model.pt --data data/shapes_test --images 1000
 """
@@ -124,6 +126,8 @@ def probe_accuracy(x: torch.Tensor, y: torch.Tensor, steps: int = 500, weight_de
 def probes(model, records, config) -> dict:
     pairs = [r for r in records if len(r.objects) == 2]
     means, at_objects, centres, labels = [], [], [], []
+    norms = Counter()
+    coordinates = 2 if model.encoder.coordinates > 0 else 0
     G = model.grid_size
     for record in pairs:
         image = load_image(record.path)
@@ -136,6 +140,13 @@ def probes(model, records, config) -> dict:
         means.append(a.mean(0))
         at_objects.append(torch.cat([a[cells[0]], a[cells[1]]]))
         centres.append(torch.tensor([*record.objects[0].centre, *record.objects[1].centre]))
+        features = a[:, : a.shape[1] - coordinates].norm(dim=1)  # (P,)
+        on_object = torch.zeros(len(a), dtype=torch.bool)
+        on_object[cells] = True
+        norms["features at object centres"] += float(features[on_object].mean()) / len(pairs)
+        norms["features elsewhere"] += float(features[~on_object].mean()) / len(pairs)
+        if coordinates:
+            norms["coordinates"] += float(a[:, -2:].norm(dim=1).mean()) / len(pairs)
         labels.append(DIRECTIONS.index(relation(*record.objects)))
     y = torch.tensor(labels)
     return {
@@ -144,6 +155,7 @@ def probes(model, records, config) -> dict:
         "mean_annotation_vector": probe_accuracy(torch.stack(means), y),
         "annotation_vectors_at_both_objects": probe_accuracy(torch.stack(at_objects), y),
         "true_centres_of_both_objects": probe_accuracy(torch.stack(centres), y),
+        "mean_norms": {key: round(value, 2) for key, value in norms.items()},
     }
 
 
