@@ -17,8 +17,8 @@ from collections import Counter
 from captioner.checkpoint import load_model
 from captioner.data.images import grid_cell_center
 from captioner.data.readers import read_split
-from captioner.pointing import word_hits
 from captioner.inference import Failed, caption_files
+from captioner.pointing import word_hits
 
 
 def place(index: int, count: int) -> str:

@@ -5,12 +5,9 @@ import math
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
-import torch
 from pycocoevalcap.spice import get_stanford_models
 
-from captioner.data.records import ObjectBox
 from captioner.evaluation import (
     MetricUnavailable,
     caption_metrics,
