@@ -3,13 +3,15 @@
 The image encoder is taken out of the question: every scene of the shapes world is turned straight
 into a G x G grid of annotation vectors that say exactly what is at each cell (one-hot colour and
 shape, size) and, as the variant says, where the cell is: not at all (plain), its x and y in
-[-1, 1] appended (coordinates), or every feature times x and times y appended (product). The real decoder is
-trained on them with the real loss (teacher forcing, one random reference per scene per step), and
-every few hundred steps the script prints how often its most likely next word names the true
-direction at the direction words of held-out references (chance: about 25 %). Each setting in
---variants is trained from the same seed.
+[-1, 1] appended (coordinates), or every feature times x and times y appended (product).
+--feature-scale multiplies the what-features only, as a trained CNN's larger features would. The
+real decoder is trained on them with the real loss (teacher forcing, one random reference per scene
+per step), and every few hundred steps the script prints how often its most likely next word names
+the true direction at the direction words of held-out references (chance: about 25 %). Each
+setting in --variants is trained from the same seed.
 
-    python benchmarks/relation_learnability.py --steps 1500 --variants plain coordinates
+    python benchmarks/relation_learnability.py --steps 1500 --variants coordinates          # 25 -> 82 %
+    python benchmarks/relation_learnability.py --steps 1250 --variants coordinates --feature-scale 5   # stays ~24 %
 """
 
 import argparse
