@@ -14,22 +14,17 @@ import argparse
 import json
 from collections import Counter
 
-from captioner.checkpoint import load_model
+import greedy_split
+
 from captioner.data.images import grid_cell_center
-from captioner.data.readers import read_split
 from captioner.inference import Failed, caption_files
-from captioner.pointing import word_hits
+from captioner.pointing import inside, word_hits
 
 
 def place(index: int, count: int) -> str:
     if count == 1:
         return "only"
     return "first" if index == 0 else "last" if index == count - 1 else "middle"
-
-
-def inside(x: float, y: float, bbox, margin: float = 0.0) -> bool:
-    bx, by, w, h = bbox
-    return bx - margin <= x <= bx + w + margin and by - margin <= y <= by + h + margin
 
 
 def miss_kind(word: str, alpha, objects, grid_size: int, width: int, height: int) -> str:
@@ -45,15 +40,8 @@ def miss_kind(word: str, alpha, objects, grid_size: int, width: int, height: int
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--checkpoint", default="assets/shapes_model.pt")
-    parser.add_argument("--data", default="data/shapes_test", help="dataset folder with object boxes")
-    parser.add_argument("--split", default="test")
-    parser.add_argument("--images", type=int, default=300, help="the first N images of the split (0 = all)")
-    args = parser.parse_args()
-    model, vocab, config, _ = load_model(args.checkpoint)
-    config.data.root = args.data
-    config.decode.beam_size = 1
-    records = read_split(config.data, args.split)[: args.images or None]
+    greedy_split.add_arguments(parser, images=300)
+    model, vocab, config, records = greedy_split.load(parser.parse_args())
     results = caption_files(model, vocab, [r.path for r in records], config.data.image_size, config.decode)
     hits, scored, misses = Counter(), Counter(), Counter()
     for record, result in zip(records, results):

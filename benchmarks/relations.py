@@ -29,14 +29,14 @@ import argparse
 import json
 from collections import Counter, defaultdict
 
+import greedy_split
 import torch
 
-from captioner.checkpoint import load_model
 from captioner.data.images import grid_cell_center, load_image, preprocess
-from captioner.data.readers import read_split
 from captioner.data.shapes import relation
 from captioner.data.shapes_grammar import DIRECTION_OF_WORD, parse_caption, phrase_of
 from captioner.inference import Failed, caption_files
+from captioner.pointing import inside
 
 DIRECTIONS = ("left", "right", "above", "below")
 
@@ -50,9 +50,7 @@ def cell_owner(record, grid_size: int, width: int, height: int) -> list[int | No
     owners = []
     for p in range(grid_size * grid_size):
         x, y = grid_cell_center(p, grid_size, width, height)
-        inside = [k for k, o in enumerate(record.objects)
-                  if o.bbox[0] <= x <= o.bbox[0] + o.bbox[2] and o.bbox[1] <= y <= o.bbox[1] + o.bbox[3]]
-        owners.append(inside[0] if inside else None)
+        owners.append(next((k for k, o in enumerate(record.objects) if inside(x, y, o.bbox)), None))
     return owners
 
 
@@ -184,16 +182,8 @@ def teacher_forced(model, vocab, records, config) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--checkpoint", default="assets/shapes_model.pt")
-    parser.add_argument("--data", default="data/shapes_test", help="a shapes dataset folder")
-    parser.add_argument("--split", default="test")
-    parser.add_argument("--images", type=int, default=1000, help="the first N images of the split (0 = all)")
-    args = parser.parse_args()
-    model, vocab, config, _ = load_model(args.checkpoint)
-    model.eval()
-    config.data.root = args.data
-    config.decode.beam_size = 1
-    records = read_split(config.data, args.split)[: args.images or None]
+    greedy_split.add_arguments(parser, images=1000)
+    model, vocab, config, records = greedy_split.load(parser.parse_args())
     claims, attention = score_claims(model, vocab, records, config)
     report = {"claims": claims, "attention_at_direction_word": attention,
               "teacher_forced": teacher_forced(model, vocab, records, config), "probes": probes(model, records, config)}

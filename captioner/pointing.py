@@ -26,9 +26,10 @@ def _named(obj: ObjectBox, words: Sequence[str], t: int) -> bool:
     return words[t] == obj.name and set(words[max(0, t - k) : t]) == obj.attributes
 
 
-def _inside(x: float, y: float, bbox) -> bool:
+def inside(x: float, y: float, bbox, margin: float = 0.0) -> bool:
+    """Whether pixel (x, y) lies in the box (x, y, w, h), edges included, grown by `margin`."""
     bx, by, w, h = bbox
-    return bx <= x <= bx + w and by <= y <= by + h
+    return bx - margin <= x <= bx + w + margin and by - margin <= y <= by + h + margin
 
 
 def word_hits(
@@ -55,8 +56,8 @@ def word_hits(
         if words[t] not in names:
             continue
         boxes = [obj.bbox for obj in objects if _named(obj, words, t)]
-        hit = any(_inside(*centres[position], box) for box in boxes)
-        chance = sum(any(_inside(x, y, box) for box in boxes) for x, y in centres) / len(centres)
+        hit = any(inside(*centres[position], box) for box in boxes)
+        chance = sum(any(inside(x, y, box) for box in boxes) for x, y in centres) / len(centres)
         scored.append((t, hit, chance))
     return scored
 

@@ -38,7 +38,6 @@ class Claim:
 @dataclass(frozen=True)
 class ParsedCaption:
     objects: tuple[Phrase, ...]  # in the order the caption names them
-    object_positions: tuple[int, ...]  # index of each object's shape word
     claims: tuple[Claim, ...]
 
 
@@ -75,7 +74,7 @@ def parse_caption(words: list[str]) -> ParsedCaption:
             claims.append(Claim(0, 1, direction, where, False))
         elif not with_form and k >= 2:  # "... and C under it": C against B
             claims.append(Claim(k, 1, direction, where, True))
-    return ParsedCaption(tuple(p for _, p in phrases), tuple(positions), tuple(claims))
+    return ParsedCaption(tuple(p for _, p in phrases), tuple(claims))
 
 
 def same_objects(claimed: tuple[Phrase, ...], truth: list[Phrase]) -> bool:

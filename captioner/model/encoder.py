@@ -25,7 +25,7 @@ BACKBONES = {
 
 class SmallCNN(nn.Sequential):
     """Three stages, each a 2 x 2 stride-2 convolution then a 3 x 3 one (stride 8: a 128 px image
-    gives a 16 x 16 grid), pooled to the configured grid, for the shapes world.
+    gives a 16 x 16 grid), for the shapes world; the encoder pools it to the configured grid.
 
     Downsampling by non-overlapping 2 x 2 patches keeps feature (r, c) centred on the middle of grid
     cell (r, c), where `grid_cell_center` maps attention back to pixels; a padded 3 x 3 stride-2
@@ -35,7 +35,7 @@ class SmallCNN(nn.Sequential):
     encoder's `coordinates` (a plain CNN's features say what is at a cell but hardly where).
     """
 
-    def __init__(self, channels: int, grid_size: int):
+    def __init__(self, channels: int):
         widths = [3, channels // 4, channels // 2, channels]
         stages = []
         for c_in, c_out in zip(widths, widths[1:]):
@@ -49,10 +49,6 @@ class SmallCNN(nn.Sequential):
             ]
         super().__init__(*stages)
         self.out_channels = channels
-        self.grid_size = grid_size
-
-    def forward(self, x):
-        return nn.functional.adaptive_avg_pool2d(super().forward(x), self.grid_size)
 
 
 def _torchvision_trunk(name: str, weights: str) -> nn.Sequential:
@@ -98,7 +94,7 @@ class Encoder(nn.Module):
     def __init__(self, config: ModelConfig):
         super().__init__()
         if config.backbone == "small":
-            self.trunk = SmallCNN(config.small_channels, config.grid_size)
+            self.trunk = SmallCNN(config.small_channels)
             self.feature_dim = config.small_channels
         elif config.backbone in BACKBONES:
             self.trunk = _torchvision_trunk(config.backbone, config.weights)
