@@ -9,7 +9,9 @@ pointing with its chance level (`captioner.pointing`).
 
 import json
 import shutil
+import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 from pycocoevalcap.bleu.bleu import Bleu
@@ -18,7 +20,7 @@ from pycocoevalcap.meteor.meteor import Meteor
 from pycocoevalcap.rouge.rouge import Rouge
 from pycocoevalcap.spice import get_stanford_models
 from pycocoevalcap.spice.spice import Spice
-from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
+from pycocoevalcap.tokenizer import ptbtokenizer
 
 from captioner.config import Config
 from captioner.data.records import ImageRecord
@@ -30,6 +32,7 @@ from captioner.pointing import pointing_hits, pointing_scores
 from captioner.vocab import Vocab
 
 BLEU_KEYS = ("BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4")
+CAPTION_KEYS = (*BLEU_KEYS, "METEOR", "ROUGE-L", "CIDEr", "SPICE")
 
 
 class MetricUnavailable(RuntimeError):
@@ -83,8 +86,12 @@ def _check_ids(predictions: dict[str, str], references: dict[str, list[str]]) ->
         raise ValueError(f"image id {empty[0]!r} has an empty list of references")
 
 
+def has_java() -> bool:
+    return shutil.which("java") is not None
+
+
 def _require_java() -> None:
-    if shutil.which("java") is None:
+    if not has_java():
         raise MetricUnavailable(
             "the caption metrics need Java (the PTB tokenizer and METEOR run on it) and no `java` "
             "is on PATH; install a Java runtime, e.g. `apt-get install default-jre-headless`"
@@ -106,12 +113,29 @@ def _require_spice_models() -> None:
 def _ptb_tokenize(
     predictions: dict[str, str], references: dict[str, list[str]]
 ) -> tuple[dict[str, list[str]], dict[str, list[str]]]:
-    """Tokenized (references, predictions) in the toolkit's {image_id: [caption, ...]} form."""
+    """Tokenized (references, predictions) in the toolkit's {image_id: [caption, ...]} form.
+
+    The toolkit's PTBTokenizer.tokenize as it runs (its jar, options, one line per caption, its
+    punctuation list), but with Java's output captured: its "PTBTokenizer tokenized N tokens" line
+    would reach the terminal at every validation, and a failed run would pass as empty captions.
+    """
     # One tokenizer run, so one JVM start, for both sides; tagged keys keep them apart.
-    captions = {("res", i): [{"caption": caption}] for i, caption in predictions.items()}
-    for i, captions_of_image in references.items():
-        captions["gts", i] = [{"caption": caption} for caption in captions_of_image]
-    tokens = PTBTokenizer().tokenize(captions)
+    keys = [("res", i) for i in predictions] + [("gts", i) for i, refs in references.items() for _ in refs]
+    captions = [*predictions.values(), *(caption for refs in references.values() for caption in refs)]
+    jar = Path(ptbtokenizer.__file__).with_name(ptbtokenizer.STANFORD_CORENLP_3_4_1_JAR)
+    with tempfile.TemporaryDirectory() as folder:
+        text = Path(folder) / "captions.txt"
+        text.write_bytes("\n".join(caption.replace("\n", " ") for caption in captions).encode())
+        command = ["java", "-cp", str(jar), "edu.stanford.nlp.process.PTBTokenizer", "-preserveLines", "-lowerCase"]
+        run = subprocess.run([*command, str(text)], capture_output=True, check=False)
+    lines = run.stdout.decode().split("\n")
+    if run.returncode or len(lines) < len(keys):
+        said = run.stderr.decode(errors="replace").strip().splitlines()
+        raise MetricUnavailable(f"the PTB tokenizer (Java) failed: {said[-1] if said else f'exit status {run.returncode}'}")
+    tokens: dict[tuple[str, str], list[str]] = {}
+    for key, line in zip(keys, lines):
+        words = [w for w in line.rstrip().split(" ") if w not in ptbtokenizer.PUNCTUATIONS]
+        tokens.setdefault(key, []).append(" ".join(words))
     gts = {i: tokens["gts", i] for i in predictions}
     res = {i: tokens["res", i] for i in predictions}
     return gts, res
@@ -190,18 +214,44 @@ def merge_predictions(shards: list[dict]) -> dict:
     return merged
 
 
-def score_predictions(predictions: dict, records: list[ImageRecord], meteor: bool = True, spice: bool = False) -> dict:
-    """`caption_metrics` of `predict_records`' output, plus `exact_scores` where the references are
-    exhaustive, "pointing_accuracy" and "pointing_chance" where the records have object boxes, and
-    the "images" / "failed" counts."""
+def score_predictions(
+    predictions: dict, records: list[ImageRecord], meteor: bool = True, spice: bool = False, coco: bool = True
+) -> dict:
+    """`caption_metrics` of `predict_records`' output (unless `coco` is False), plus `exact_scores`
+    where the references are exhaustive, "pointing_accuracy" and "pointing_chance" where the records
+    have object boxes, and the "images" / "failed" counts."""
     captions = predictions["captions"]
     references = {r.image_id: r.captions for r in records if r.image_id in captions}
-    metrics = caption_metrics(captions, references, spice=spice, meteor=meteor) if captions else {}
+    metrics = caption_metrics(captions, references, spice=spice, meteor=meteor) if captions and coco else {}
     metrics |= exact_scores(predictions["exact"])
     if predictions["pointing"]:
         metrics |= pointing_scores(predictions["pointing"])
     metrics.update(images=len(captions), failed=predictions["failed"])
     return metrics
+
+
+def available_metrics(
+    records: list[ImageRecord], meteor: bool = True, spice: bool = False, coco: bool = True
+) -> list[str]:
+    """The metric names `score_predictions` reports for `records` with these options (the counts
+    "images" and "failed" aside). A score may still be nan, or "relations_right" missing, for one
+    set of captions: pointing when no caption names an object, relations when none gets its
+    objects right."""
+    names = []
+    if coco:
+        names += [*BLEU_KEYS, "METEOR", "ROUGE-L", "CIDEr", "SPICE"]
+        names = [name for name in names if (meteor or name != "METEOR") and (spice or name != "SPICE")]
+    exhaustive = [r for r in records if r.exhaustive]
+    if exhaustive:
+        names.append("exact_accuracy")
+        counts = sorted({len(r.objects) for r in exhaustive} - {0})
+        if counts:
+            names += [f"exact_accuracy_{n}obj" for n in counts] + ["objects_right"]
+            if counts[-1] > 1:
+                names.append("relations_right")
+    if any(r.objects for r in records):
+        names += ["pointing_accuracy", "pointing_chance"]
+    return names
 
 
 def evaluate_model(
