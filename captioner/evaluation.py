@@ -14,14 +14,6 @@ import sys
 import tempfile
 from pathlib import Path
 
-from pycocoevalcap.bleu.bleu import Bleu
-from pycocoevalcap.cider.cider import Cider
-from pycocoevalcap.meteor.meteor import Meteor
-from pycocoevalcap.rouge.rouge import Rouge
-from pycocoevalcap.spice import get_stanford_models
-from pycocoevalcap.spice.spice import Spice
-from pycocoevalcap.tokenizer import ptbtokenizer
-
 from captioner.config import Config
 from captioner.data.records import ImageRecord
 from captioner.exact import exact_outcome, exact_scores
@@ -50,6 +42,10 @@ def caption_metrics(
     Java (or, for SPICE, its Stanford CoreNLP models) is missing. `meteor=False` skips METEOR,
     whose Java start takes about 10 s (training's per-epoch validation leaves it out).
     """
+    from pycocoevalcap.bleu.bleu import Bleu
+    from pycocoevalcap.cider.cider import Cider
+    from pycocoevalcap.rouge.rouge import Rouge
+
     _check_ids(predictions, references)
     _require_java()
     if spice:
@@ -62,6 +58,8 @@ def caption_metrics(
     scores["ROUGE-L"] = Rouge().compute_score(gts, res)[0]
     scores["CIDEr"] = Cider().compute_score(gts, res)[0]
     if spice:
+        from pycocoevalcap.spice.spice import Spice
+
         scores["SPICE"] = Spice().compute_score(gts, res)[0]
     return {name: 100.0 * float(score) for name, score in scores.items()}
 
@@ -99,6 +97,8 @@ def _require_java() -> None:
 
 
 def _require_spice_models() -> None:
+    from pycocoevalcap.spice import get_stanford_models
+
     # Without these jars, Spice() starts a download of several hundred MB, which would hang offline.
     lib = Path(get_stanford_models.SPICEDIR) / get_stanford_models.SPICELIB
     jars = [lib / f"{get_stanford_models.JAR}{suffix}.jar" for suffix in ("", "-models")]
@@ -119,6 +119,8 @@ def _ptb_tokenize(
     punctuation list), but with Java's output captured: its "PTBTokenizer tokenized N tokens" line
     would reach the terminal at every validation, and a failed run would pass as empty captions.
     """
+    from pycocoevalcap.tokenizer import ptbtokenizer
+
     # One tokenizer run, so one JVM start, for both sides; tagged keys keep them apart.
     keys = [("res", i) for i in predictions] + [("gts", i) for i, refs in references.items() for _ in refs]
     captions = [*predictions.values(), *(caption for refs in references.values() for caption in refs)]
@@ -142,6 +144,8 @@ def _ptb_tokenize(
 
 
 def _meteor_score(gts: dict[str, list[str]], res: dict[str, list[str]]) -> float:
+    from pycocoevalcap.meteor.meteor import Meteor
+
     meteor = Meteor()  # starts a java process that lives until it is closed
     try:
         return meteor.compute_score(gts, res)[0]
