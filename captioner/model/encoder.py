@@ -5,10 +5,10 @@ ResNet's last block. Here any of those torchvision backbones, or a small CNN for
 world, is pooled to a G x G grid and flattened to (B, P = G*G, D).
 """
 
+from itertools import pairwise
 from pathlib import Path
 
 import torch
-import torchvision
 from torch import nn
 
 from captioner.config import ConfigError, ModelConfig
@@ -38,7 +38,7 @@ class SmallCNN(nn.Sequential):
     def __init__(self, channels: int):
         widths = [3, channels // 4, channels // 2, channels]
         stages = []
-        for c_in, c_out in zip(widths, widths[1:]):
+        for c_in, c_out in pairwise(widths):
             stages += [
                 nn.Conv2d(c_in, c_out, 2, stride=2, bias=False),
                 nn.BatchNorm2d(c_out),
@@ -53,6 +53,8 @@ class SmallCNN(nn.Sequential):
 
 def _torchvision_trunk(name: str, weights: str) -> nn.Sequential:
     """The backbone without its pooling and classifier; weights from torchvision or a file."""
+    import torchvision
+
     if weights == "imagenet":
         # The weights API downloads to TORCH_HOME on first use and checks the file's hash.
         model = torchvision.models.get_model(name, weights=torchvision.models.get_model_weights(name).DEFAULT)
