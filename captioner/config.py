@@ -61,7 +61,7 @@ class TrainConfig:
     alpha_c: float = 1.0  # doubly stochastic attention weight, paper §4.2.1
     grad_clip: float = 5.0  # max gradient norm (0 = no clipping)
     schedule: str = "cosine"  # cosine | step | constant learning-rate schedule over the run
-    warmup_steps: int = 100  # linear warm-up steps before the schedule
+    warmup_steps: int = 100  # linear warm-up steps before the schedule; at most 10 % of the run's optimizer steps
     step_size: int = 8  # step schedule: epochs between decays
     gamma: float = 0.5  # step schedule: decay factor
     early_stop_metric: str = "BLEU-4"  # validation metric that picks checkpoint_best.pt; "A+B" sums several

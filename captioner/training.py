@@ -1,7 +1,8 @@
 """The training loop: Adam with separate encoder/decoder learning rates, a warm-up + schedule,
 gradient clipping and accumulation, mixed precision on GPUs, DistributedDataParallel under torchrun,
 validation by really decoding captions, early stopping, atomic checkpoints and exact resume (model,
-optimizer, scheduler, epoch, RNG and best score).
+optimizer, scheduler, epoch, RNG and best score). The early-stopping metric is checked against what
+the validation data can report before the first step; metrics.jsonl holds one JSON object per epoch.
 
 A step's batch is `train.batch_size` images over all processes and micro-batches, drawn by one
 seeded DistributedSampler, and the loss is divided by the step's token count over all of them, so
@@ -29,7 +30,14 @@ from captioner.config import Config, ConfigError, TrainConfig, config_from_dict,
 from captioner.data.dataset import CaptionDataset, ImageInput, collate
 from captioner.data.feature_cache import FeatureCache
 from captioner.data.readers import read_split
-from captioner.evaluation import merge_predictions, predict_records, score_predictions
+from captioner.evaluation import (
+    CAPTION_KEYS,
+    available_metrics,
+    has_java,
+    merge_predictions,
+    predict_records,
+    score_predictions,
+)
 from captioner.model.captioner import Captioner
 from captioner.model.loss import loss_terms
 from captioner.vocab import Vocab, build_vocab
@@ -75,12 +83,22 @@ def build_optimizer(model: Captioner, config: TrainConfig) -> torch.optim.Adam:
     return torch.optim.Adam(groups, weight_decay=config.weight_decay)
 
 
+WARMUP_SHARE = 0.1  # the warm-up takes at most this share of a run's optimizer steps
+
+
+def warmup_steps(config: TrainConfig, total_steps: int) -> int:
+    """`train.warmup_steps`, capped at WARMUP_SHARE of the run, so that a short run leaves its
+    warm-up (100 steps would outlast a run of 3 epochs of 6 steps)."""
+    return min(config.warmup_steps, int(WARMUP_SHARE * total_steps))
+
+
 def lr_factor(step: int, total_steps: int, steps_per_epoch: int, config: TrainConfig) -> float:
     """Linear warm-up, then the chosen schedule; a multiplier of each group's base rate."""
-    if step < config.warmup_steps:
-        return (step + 1) / config.warmup_steps
+    warmup = warmup_steps(config, total_steps)
+    if step < warmup:
+        return (step + 1) / warmup
     if config.schedule == "cosine":
-        progress = (step - config.warmup_steps) / max(1, total_steps - config.warmup_steps)
+        progress = (step - warmup) / max(1, total_steps - warmup)
         return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
     if config.schedule == "step":
         return config.gamma ** (step // (config.step_size * steps_per_epoch))
@@ -154,14 +172,65 @@ def train_one_epoch(stepper: Stepper, loader, config: Config, epoch: int, show: 
     }
 
 
-def validate(model: Captioner, vocab: Vocab, records: list, config: Config, process: distributed.Process) -> dict:
-    """Each process decodes its share of `records`; rank 0 scores them all; every rank gets the metrics."""
+def validate(model: Captioner, vocab: Vocab, records: list, config: Config, process: distributed.Process,
+             meteor: bool = False, coco: bool = True) -> dict:
+    """Each process decodes its share of `records`; rank 0 scores them all; every rank gets the metrics.
+    METEOR (its JVM start costs ~10 s) only with `meteor`; no caption metrics without `coco`."""
     shard = predict_records(model, vocab, records[process.rank :: process.world], config)
     shards = distributed.gather(shard, process)
     metrics = None
     if process.is_main:
-        metrics = score_predictions(merge_predictions(shards), records, meteor=False)  # METEOR's JVM start costs ~10 s
+        metrics = score_predictions(merge_predictions(shards), records, meteor=meteor, coco=coco)
     return distributed.broadcast(metrics, process)
+
+
+def early_stop_terms(config: TrainConfig, records: list, java: bool) -> list[str]:
+    """The metric names that `train.early_stop_metric` sums; a ConfigError, naming the metric and
+    what the validation data can report, for a name validation never reports."""
+    available = available_metrics(records, meteor=True, spice=False, coco=java)
+    terms = [name.strip() for name in config.early_stop_metric.split("+")]
+    for name in terms:
+        if name in available:
+            continue
+        if name in CAPTION_KEYS and not java:
+            why = "the caption metrics need Java, and no `java` is on PATH"
+        elif name == "SPICE":
+            why = "training's validation leaves SPICE out; captioner-eval --spice computes it"
+        elif name.startswith("exact_accuracy") or name in ("objects_right", "relations_right"):
+            why = "no validation scene of that kind"
+            if not any(r.exhaustive for r in records):
+                why = "the references are not exhaustive, as only shapes data's are"
+        elif name.startswith("pointing_"):
+            why = "the validation data has no object boxes"
+        else:
+            why = "no such metric"
+        raise ConfigError(
+            f"train.early_stop_metric ({config.early_stop_metric!r}): validation cannot report {name!r} ({why}); "
+            f"on this data it can report {', '.join(available)}, or a sum such as A+B"
+        )
+    return terms
+
+
+def _json_line(row: dict) -> str:
+    """One metrics.jsonl line; nan (a metric with nothing to score) is written as null, since JSON
+    readers reject a bare NaN."""
+    def finite(value):
+        if isinstance(value, dict):
+            return {key: finite(v) for key, v in value.items()}
+        return None if isinstance(value, float) and not math.isfinite(value) else value
+
+    return json.dumps(finite(row), allow_nan=False)
+
+
+def read_metrics(run_dir: str | Path) -> list[dict]:
+    """The rows of a run's metrics.jsonl, one per epoch, with null read back as nan."""
+    def nan_for_null(value):
+        if isinstance(value, dict):
+            return {key: nan_for_null(v) for key, v in value.items()}
+        return math.nan if value is None else value
+
+    lines = (Path(run_dir) / "metrics.jsonl").read_text().splitlines()
+    return [nan_for_null(json.loads(line)) for line in lines if line.strip()]
 
 
 def _rng_state() -> dict:
@@ -244,16 +313,19 @@ def train(config: Config, resume: str | Path | None = None, stop_after_epoch: in
     """
     seed_everything(config.train.seed)
     config, vocab, model, run_dir, state, train_records = _prepare_run(config, resume)
+    val_records = read_split(config.data, "val")
+    if config.train.val_images:
+        val_records = val_records[: config.train.val_images]
+    java = has_java()
+    terms = early_stop_terms(config.train, val_records, java)
     process, device = distributed.start(resolve_device(config.train.device))
     model.to(device)
     if process.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         save_config(config, run_dir / "config.yaml")
-
+    if not java and process.is_main:
+        print("note: no `java` on PATH: validation reports no caption metrics (BLEU, CIDEr...)", file=sys.stderr)
     loader, dataset, sampler = _train_loader(config, train_records, model, vocab, process, device)
-    val_records = read_split(config.data, "val")
-    if config.train.val_images:
-        val_records = val_records[: config.train.val_images]
     optimizer = build_optimizer(model, config.train)
     steps_per_epoch = len(loader) // config.train.accumulate
     scheduler = torch.optim.lr_scheduler.LambdaLR(
@@ -274,7 +346,7 @@ def train(config: Config, resume: str | Path | None = None, stop_after_epoch: in
 
     def save(name: str, epoch: int) -> None:
         if process.is_main:
-            extra = dict(epoch=epoch, best_score=best, stale_epochs=stale, rng=_rng_state())
+            extra = {"epoch": epoch, "best_score": best, "stale_epochs": stale, "rng": _rng_state()}
             extra.update(optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict())
             save_checkpoint(run_dir / name, checkpoint_state(model, config, vocab, **extra))
 
@@ -287,17 +359,22 @@ def train(config: Config, resume: str | Path | None = None, stop_after_epoch: in
             sampler.set_epoch(epoch)
             row = {"epoch": epoch + 1, **train_one_epoch(stepper, loader, config, epoch, process.is_main)}
             row["lr_decoder"] = scheduler.get_last_lr()[0]
-            row["val"] = validate(model, vocab, val_records, config, process)
+            row["val"] = validate(model, vocab, val_records, config, process, meteor="METEOR" in terms, coco=java)
             row["seconds"] = round(time.perf_counter() - started, 1)
-            score = sum(row["val"].get(name, math.nan) for name in metric.split("+"))
+            score = sum(row["val"].get(name, math.nan) for name in terms)
             improved = score > best
+            # A nan score (say, pointing when no caption named an object) still leaves a best
+            # checkpoint while no epoch has scored, so that one exists after the first epoch.
+            stand_in = math.isnan(score) and best == -math.inf
             best, stale = (score, 0) if improved else (best, stale + 1)
             if process.is_main:
                 with open(run_dir / "metrics.jsonl", "a") as f:
-                    f.write(json.dumps(row) + "\n")
+                    f.write(_json_line(row) + "\n")
                 print(_summary(row, improved), file=sys.stderr)
+                if stand_in:
+                    print(f"{metric} is nan: checkpoint_best.pt holds this epoch until one scores", file=sys.stderr)
             save("checkpoint_last.pt", epoch + 1)
-            if improved:
+            if improved or stand_in:
                 save("checkpoint_best.pt", epoch + 1)
             if config.train.patience and stale >= config.train.patience:
                 if process.is_main:
@@ -305,6 +382,8 @@ def train(config: Config, resume: str | Path | None = None, stop_after_epoch: in
                 break
             if stop_after_epoch is not None and epoch + 1 >= stop_after_epoch:
                 break
+        if process.is_main:
+            print(_closing(run_dir, metric, best), file=sys.stderr)
     except KeyboardInterrupt:
         # The interrupted epoch restarts from its beginning on resume, with the weights saved here.
         save("checkpoint_last.pt", epoch)
@@ -314,6 +393,17 @@ def train(config: Config, resume: str | Path | None = None, stop_after_epoch: in
     finally:
         distributed.stop()
     return run_dir
+
+
+def _closing(run_dir: Path, metric: str, best: float) -> str:
+    """The lines that end a run: its folder, its best checkpoint and how to evaluate it."""
+    best_path = run_dir / "checkpoint_best.pt"
+    score = f"validation {metric} {best:.1f}" if math.isfinite(best) else f"no epoch has scored {metric} yet"
+    return (
+        f"run folder: {run_dir}\n"
+        f"best checkpoint: {best_path} ({score})\n"
+        f"evaluate it with: captioner-eval --checkpoint {best_path} --split test"
+    )
 
 
 def _summary(row: dict, improved: bool) -> str:

@@ -8,8 +8,11 @@ from pathlib import Path
 import pytest
 from pycocoevalcap.spice import get_stanford_models
 
+from captioner.data.records import ImageRecord, ObjectBox
 from captioner.evaluation import (
     MetricUnavailable,
+    _ptb_tokenize,
+    available_metrics,
     caption_metrics,
     write_coco_results,
 )
@@ -85,6 +88,31 @@ def test_spice_without_corenlp_fails_fast(monkeypatch, tmp_path):
     with pytest.raises(MetricUnavailable, match="Stanford CoreNLP.*get_stanford_models"):
         caption_metrics(EXACT, REFERENCES, spice=True)
     assert time.monotonic() - start < 3.0
+
+
+def test_tokenization_is_the_toolkits_and_prints_nothing(capfd):
+    from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
+
+    predictions = {"1": "A red circle.", "2": "", "3": 'Café, "naïve" (it\'s) -- ok', "4": ""}
+    references = {"1": ["A big red circle.", "There is\na big red circle!"], "2": ["a square ..."], "3": ["x"], "4": ["?"]}
+    tokens = _ptb_tokenize(predictions, references)
+    assert capfd.readouterr() == ("", "")  # Java's "PTBTokenizer tokenized N tokens" line is kept back
+    captions = {("res", i): [{"caption": c}] for i, c in predictions.items()}
+    captions |= {("gts", i): [{"caption": c} for c in refs] for i, refs in references.items()}
+    toolkit = PTBTokenizer().tokenize(captions)
+    assert tokens == ({i: toolkit["gts", i] for i in predictions}, {i: toolkit["res", i] for i in predictions})
+    assert tokens[1]["1"] == ["a red circle"] and tokens[1]["4"] == [""]
+
+
+def test_available_metrics_follow_the_data():
+    photo = ImageRecord("1", Path("1.png"), "val", ["a dog"])
+    scene = ImageRecord("2", Path("2.png"), "val", ["a circle"], [ObjectBox("circle", (0, 0, 8, 8))], exhaustive=True)
+    captions = ["BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "ROUGE-L", "CIDEr"]
+    assert available_metrics([photo], meteor=False) == captions
+    assert available_metrics([photo], spice=True) == captions[:4] + ["METEOR", "ROUGE-L", "CIDEr", "SPICE"]
+    assert available_metrics([photo, scene], coco=False) == [
+        "exact_accuracy", "exact_accuracy_1obj", "objects_right", "pointing_accuracy", "pointing_chance"
+    ]
 
 
 # --- COCO results file ---

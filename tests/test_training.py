@@ -1,11 +1,16 @@
 import json
+import math
+import re
+from pathlib import Path
 
 import pytest
 import torch
 
+from captioner import training
 from captioner.checkpoint import CheckpointError, load_checkpoint, load_model
-from captioner.config import ConfigError
-from captioner.training import train
+from captioner.config import ConfigError, TrainConfig
+from captioner.data.records import AnnotationError, ImageRecord, ObjectBox
+from captioner.training import early_stop_terms, lr_factor, read_metrics, train
 
 
 def test_tiny_training_run_lowers_the_loss_and_writes_the_run(tiny_config):
@@ -20,7 +25,7 @@ def test_tiny_training_run_lowers_the_loss_and_writes_the_run(tiny_config):
     assert (run / "config.yaml").exists()
     state = load_checkpoint(run / "checkpoint_last.pt")
     assert state["epoch"] == 6 and state["config"] == tiny_config.to_dict()
-    model, vocab, config, _ = load_model(run / "checkpoint_best.pt")
+    _, vocab, config, _ = load_model(run / "checkpoint_best.pt")
     assert "circle" in vocab.words and config.model.grid_size == 4
 
 
@@ -50,8 +55,6 @@ def test_a_new_run_refuses_to_overwrite_an_old_one(tiny_config):
 
 
 def test_interrupt_saves_the_last_checkpoint(tiny_config, monkeypatch):
-    import captioner.training as training
-
     calls = {"n": 0}
     real = training.train_one_epoch
 
@@ -83,3 +86,90 @@ def test_checkpoint_errors_name_the_file(tmp_path):
         load_checkpoint(plain)
     with pytest.raises(CheckpointError, match="does not exist"):
         load_checkpoint(tmp_path / "missing.pt")
+
+
+# --- a newcomer's first runs: short schedules, metrics the data cannot compute, missing data ---
+
+
+def test_warmup_is_at_most_a_tenth_of_the_run():
+    config = TrainConfig(warmup_steps=100, schedule="cosine")
+    # 3 epochs of 6 steps: one warm-up step, then the cosine schedule from the full rate.
+    factors = [lr_factor(step, 18, 6, config) for step in range(18)]
+    assert factors[0] == factors[1] == 1.0
+    assert factors[-1] < 0.01 and factors == sorted(factors, reverse=True)
+    # A run of 2500 steps keeps its 100 warm-up steps.
+    assert lr_factor(49, 2500, 125, config) == pytest.approx(0.5)
+    assert lr_factor(100, 2500, 125, config) == 1.0
+    # Under 10 steps there is no warm-up at all.
+    assert lr_factor(0, 9, 3, config) == 1.0
+
+
+def _records(exhaustive: bool, boxes: bool) -> list[ImageRecord]:
+    objects = [ObjectBox("circle", (0, 0, 8, 8)), ObjectBox("square", (8, 8, 8, 8))] if boxes else []
+    return [ImageRecord("1", Path("1.png"), "val", ["a circle"], objects, exhaustive)]
+
+
+def test_early_stop_metric_must_be_one_the_validation_data_reports():
+    shapes, photos = _records(exhaustive=True, boxes=True), _records(exhaustive=False, boxes=False)
+    config = TrainConfig(early_stop_metric="exact_accuracy + pointing_accuracy")
+    assert early_stop_terms(config, shapes, java=True) == ["exact_accuracy", "pointing_accuracy"]
+    assert early_stop_terms(config, shapes, java=False) == ["exact_accuracy", "pointing_accuracy"]
+    with pytest.raises(ConfigError, match=r"train.early_stop_metric.*'exact_accuracy'.*not exhaustive.*BLEU-4, METEOR"):
+        early_stop_terms(config, photos, java=True)
+    with pytest.raises(ConfigError, match="'exact_accuracy_3obj'.*no validation scene"):
+        early_stop_terms(TrainConfig(early_stop_metric="exact_accuracy_3obj"), shapes, java=True)
+    with pytest.raises(ConfigError, match="'pointing_accuracy'.*no object boxes"):
+        early_stop_terms(TrainConfig(early_stop_metric="BLEU-4+pointing_accuracy"), photos, java=True)
+    with pytest.raises(ConfigError, match="'METEOR'.*need Java.*can report exact_accuracy, exact_accuracy_2obj"):
+        early_stop_terms(TrainConfig(early_stop_metric="METEOR"), shapes, java=False)
+    with pytest.raises(ConfigError, match="'SPICE'.*captioner-eval --spice"):
+        early_stop_terms(TrainConfig(early_stop_metric="SPICE"), photos, java=True)
+    with pytest.raises(ConfigError, match="'BLEU4'.*no such metric"):
+        early_stop_terms(TrainConfig(early_stop_metric="BLEU4"), photos, java=True)
+
+
+def test_a_metric_the_data_cannot_compute_stops_the_run_before_it_starts(tiny_config, monkeypatch):
+    monkeypatch.setattr(training, "train_one_epoch", lambda *args: pytest.fail("a step was taken"))
+    tiny_config.train.early_stop_metric = "CIDEr+pointing_acuracy"
+    with pytest.raises(ConfigError, match="'pointing_acuracy'.*pointing_accuracy"):
+        train(tiny_config)
+    assert not Path(tiny_config.train.out_dir).exists()
+
+
+def test_a_nan_metric_still_leaves_a_best_checkpoint_and_null_in_metrics_jsonl(tiny_config, monkeypatch, capsys):
+    calls = {"n": 0}
+
+    def first_epoch_unscored(*args, **kwargs):  # as when no caption names an object
+        calls["n"] += 1
+        return {"pointing_accuracy": math.nan if calls["n"] == 1 else 50.0, "images": 4}
+
+    monkeypatch.setattr(training, "validate", first_epoch_unscored)
+    tiny_config.train.early_stop_metric = "pointing_accuracy"
+    run = train(tiny_config, stop_after_epoch=1)
+    assert load_checkpoint(run / "checkpoint_best.pt")["epoch"] == 1
+    err = capsys.readouterr().err
+    assert "pointing_accuracy is nan: checkpoint_best.pt holds this epoch" in err
+    assert f"best checkpoint: {run / 'checkpoint_best.pt'} (no epoch has scored pointing_accuracy yet)" in err
+
+    train(tiny_config, resume=run)  # the first scored epoch replaces the stand-in
+    assert load_checkpoint(run / "checkpoint_best.pt")["epoch"] == 2
+    err = capsys.readouterr().err
+    assert f"run folder: {run}\nbest checkpoint: {run / 'checkpoint_best.pt'} (validation pointing_accuracy 50.0)" in err
+
+    def no_bare_nan(name):
+        raise AssertionError(f"metrics.jsonl holds a bare {name}")
+
+    lines = (run / "metrics.jsonl").read_text().splitlines()
+    rows = [json.loads(line, parse_constant=no_bare_nan) for line in lines]
+    assert rows[0]["val"]["pointing_accuracy"] is None and rows[1]["val"]["pointing_accuracy"] == 50.0
+    assert math.isnan(read_metrics(run)[0]["val"]["pointing_accuracy"])
+
+
+def test_missing_data_says_how_to_generate_shapes(tiny_config, tmp_path):
+    tiny_config.data.root = str(tmp_path / "shapes")
+    command = f"python -m captioner.data.shapes --out {tmp_path / 'shapes'} --train 8000 --val 500 --test 1000 --seed 1"
+    with pytest.raises(AnnotationError, match=f"^{tmp_path / 'shapes'}: dataset folder.*not found.*{re.escape(command)}$"):
+        train(tiny_config)
+    tiny_config.data.root = str(tmp_path / "flickr8k")
+    with pytest.raises(AnnotationError, match="flickr8k: dataset folder .data.root. not found$"):
+        train(tiny_config)

@@ -24,6 +24,8 @@ from captioner.data.records import SPLITS, AnnotationError, ImageRecord, ObjectB
 FORMATS = ("coco", "karpathy", "folder")
 KARPATHY_SPLITS = SPLITS + ("restval",)
 FOLDER_SUFFIXES = (".csv", ".jsonl")
+# How the default dataset is made (configs/shapes.yaml, README).
+SHAPES_COMMAND = "python -m captioner.data.shapes --out {root} --train 8000 --val 500 --test 1000 --seed 1"
 
 
 def _check_split(split: str) -> None:
@@ -277,10 +279,23 @@ def _resolve(config: DataConfig, key: str, split: str) -> Path:
     return Path(config.root) / name
 
 
+def _check_root(root: Path) -> None:
+    """A missing dataset folder is an AnnotationError naming it, and for a shapes folder ("data/shapes",
+    the default) the command that generates it."""
+    if root.is_dir():
+        return
+    where = "" if root.is_absolute() else f" (relative to {Path.cwd()})"
+    message = f"{root}: dataset folder (data.root) not found{where}"
+    if root.name.startswith("shapes"):
+        message += f"; generate the shapes data with: {SHAPES_COMMAND.format(root=root)}"
+    raise AnnotationError(message)
+
+
 def read_split(config: DataConfig, split: str) -> list[ImageRecord]:
     """The records of `split` for the dataset that `config` describes; an empty split is an error."""
     if config.format not in FORMATS:
         raise ConfigError(f"config key 'data.format' is {config.format!r}; known: {', '.join(FORMATS)}")
+    _check_root(Path(config.root))
     captions_path = _resolve(config, "captions", split)
     image_dir = Path(config.root) / config.images
     if config.format == "karpathy":
