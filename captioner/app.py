@@ -150,9 +150,11 @@ def launch(page: gr.Blocks, host: str = "127.0.0.1", port: int = 7860, share: bo
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description="Serve the Show, Attend and Tell demo page.")
+    parser = argparse.ArgumentParser(
+        description="Serve the Show, Attend and Tell demo page.", formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
     parser.add_argument("--checkpoint", default=str(BUNDLED_CHECKPOINT),
-                        help="checkpoint file (default: the bundled shapes model)")
+                        help="checkpoint file; the default is the bundled shapes model")
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
     parser.add_argument("--port", type=int, default=7860, help="port to listen on")
     parser.add_argument("--share", action="store_true", help="also open a public gradio.live link (needs the internet)")
