@@ -2,10 +2,15 @@
 
 The override order is always: dataclass defaults < `configs/*.yaml` < command line. Unknown keys
 and values of the wrong type are errors that name the key, never silently ignored. The resolved
-config is saved as a plain dict in the run folder and in every checkpoint.
+config is saved as a plain dict in the run folder and in every checkpoint. Each field's trailing
+comment is its documentation: `config_keys` reads it from this source for `captioner-train --list-config`.
 """
 
+import ast
 import dataclasses
+import inspect
+import io
+import tokenize
 import types
 import typing
 from dataclasses import dataclass, field
@@ -97,6 +102,29 @@ class Config:
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+
+def field_comments(section: type) -> dict[str, str]:
+    """The trailing `# ...` comment of each field of the dataclass `section`, read from its source."""
+    source = inspect.getsource(section)
+    comments = {
+        token.start[0]: token.string.removeprefix("#").strip()
+        for token in tokenize.generate_tokens(io.StringIO(source).readline)
+        if token.type == tokenize.COMMENT
+    }
+    fields = [node for node in ast.parse(source).body[0].body if isinstance(node, ast.AnnAssign)]
+    return {node.target.id: comments.get(node.end_lineno, "") for node in fields}
+
+
+def config_keys() -> list[tuple[str, object, str]]:
+    """(section.key, default, comment) of every config key, in the order of the dataclasses."""
+    rows = []
+    for section in dataclasses.fields(Config):
+        defaults = section.default_factory()
+        comments = field_comments(type(defaults))
+        for key in dataclasses.fields(defaults):
+            rows.append((f"{section.name}.{key.name}", getattr(defaults, key.name), comments[key.name]))
+    return rows
 
 
 def _coerce(key: str, value, annotation):

@@ -372,7 +372,9 @@ def train(config: Config, resume: str | Path | None = None, stop_after_epoch: in
                     f.write(_json_line(row) + "\n")
                 print(_summary(row, improved), file=sys.stderr)
                 if stand_in:
-                    print(f"{metric} is nan: checkpoint_best.pt holds this epoch until one scores", file=sys.stderr)
+                    unscored = ", ".join(name for name in terms if not math.isfinite(row["val"].get(name, math.nan)))
+                    print(f"{unscored}: nothing to score, so checkpoint_best.pt holds this epoch until one scores",
+                          file=sys.stderr)
             save("checkpoint_last.pt", epoch + 1)
             if improved or stand_in:
                 save("checkpoint_best.pt", epoch + 1)

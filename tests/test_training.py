@@ -148,7 +148,7 @@ def test_a_nan_metric_still_leaves_a_best_checkpoint_and_null_in_metrics_jsonl(t
     run = train(tiny_config, stop_after_epoch=1)
     assert load_checkpoint(run / "checkpoint_best.pt")["epoch"] == 1
     err = capsys.readouterr().err
-    assert "pointing_accuracy is nan: checkpoint_best.pt holds this epoch" in err
+    assert "pointing_accuracy: nothing to score, so checkpoint_best.pt holds this epoch" in err
     assert f"best checkpoint: {run / 'checkpoint_best.pt'} (no epoch has scored pointing_accuracy yet)" in err
 
     train(tiny_config, resume=run)  # the first scored epoch replaces the stand-in
