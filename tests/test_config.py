@@ -1,6 +1,16 @@
+import dataclasses
+
 import pytest
 
-from captioner.config import Config, ConfigError, config_from_dict, load_config, parse_override, save_config
+from captioner.config import (
+    Config,
+    ConfigError,
+    config_from_dict,
+    config_keys,
+    load_config,
+    parse_override,
+    save_config,
+)
 
 
 def test_defaults_yaml_then_overrides_in_that_order(tmp_path):
@@ -79,3 +89,16 @@ def test_unknown_or_missing_device_is_a_config_error(name):
 
     with pytest.raises(ConfigError, match=f"device '{name}'"):
         resolve_device(name)
+
+
+def test_every_config_key_is_listed_with_its_default_and_comment():
+    listed = {key: (default, comment) for key, default, comment in config_keys()}
+    config = Config()
+    sections = {section.name: getattr(config, section.name) for section in dataclasses.fields(Config)}
+    expected = {f"{name}.{key.name}" for name, section in sections.items() for key in dataclasses.fields(section)}
+    assert set(listed) == expected
+    for key, (default, comment) in listed.items():
+        section, name = key.split(".")
+        assert default == getattr(sections[section], name), key
+        assert comment and not comment.startswith("#"), key
+    assert listed["train.alpha_c"] == (1.0, "doubly stochastic attention weight, paper §4.2.1")

@@ -1,18 +1,62 @@
-"""Command-line entry points: argument parsing only; the work is done by the package."""
+"""Command-line entry points: argument parsing only; the work is done by the package.
+
+Every command's help shows each option's default (`HelpFormatter`), and an option value that the
+package refuses is a usage error, as argparse's own are: the usage line, the message naming the
+command's flags rather than the config keys they set (`usage_error`), exit status 2.
+"""
 
 import argparse
+import json
+import re
 from pathlib import Path
+from typing import NoReturn
 
-from captioner.config import Config, load_config
+from captioner.config import Config, config_keys, load_config
 
 DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "shapes.yaml"
 
 
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Appends "(default: ...)" to the help of each option that is not required, unless the help
+    already says it in words (a default of None or "": "the checkpoint's", "none")."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        if action.required or "(default:" in (action.help or ""):
+            return action.help
+        return super()._get_help_string(action)
+
+
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def with_flags(message: str, flags: dict[str, str]) -> str:
+    """`message` with each config key of `flags` replaced by the command's flag that sets it."""
+    for key, flag in flags.items():
+        message = re.sub(rf"\b{re.escape(key)}\b", flag, message)
+    return message
+
+
+def usage_error(parser: argparse.ArgumentParser, error: Exception, flags: dict[str, str] | None = None) -> NoReturn:
+    """Exits as argparse does for a bad option: usage line, message (keys named as `flags`), status 2."""
+    parser.error(with_flags(str(error), flags or {}))
+
+
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", help="YAML file overriding the defaults (default: configs/shapes.yaml)")
+    parser.add_argument(
+        "--config", help="YAML file overriding the config defaults (default: configs/shapes.yaml, in a source checkout)"
+    )
     parser.add_argument(
         "--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
-        help="override one config value, e.g. --set train.epochs=5 (repeatable; applied after --config)",
+        help="override one config value, e.g. --set train.epochs=5; repeatable, applied after --config; "
+        "--list-config lists the keys (default: none)",
+    )
+    parser.add_argument(
+        "--list-config", action="store_true",
+        help="print every config key that --set accepts, with its default and what it means, and exit",
     )
 
 
@@ -21,3 +65,14 @@ def config_from_args(args: argparse.Namespace) -> Config:
     tree has it), then the --set overrides."""
     path = args.config or (DEFAULT_CONFIG if DEFAULT_CONFIG.exists() else None)
     return load_config(path, args.overrides)
+
+
+def print_config_keys() -> None:
+    """The --list-config table: key, default (as --set writes it), comment."""
+    rows = [(key, json.dumps(default), comment) for key, default, comment in config_keys()]
+    key_width = max(len(key) for key, _, _ in rows)
+    value_width = max(len(value) for _, value, _ in rows)
+    print("# --set SECTION.KEY=VALUE accepts these keys; the defaults below are the dataclasses' (captioner/config.py),")
+    print("# which --config (default: configs/shapes.yaml) overrides in part. Values are read as YAML.")
+    for key, value, comment in rows:
+        print(f"{key:<{key_width}}  {value:<{value_width}}  # {comment}")

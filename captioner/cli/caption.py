@@ -1,8 +1,11 @@
 """`caption` / `python infer.py`: caption image files, folders and globs from the shell.
 
-Plain output is `path<TAB>caption` per image (n lines per image with --n-best n); --json prints
-one JSON object per image. A file that cannot be read gets one error line on stderr (and a JSON
-object with "error"), the others are captioned, and the exit status is 1 when any failed.
+Plain output is `path<TAB>caption` per image; with --n-best n > 1 it is n lines per image,
+`path<TAB>rank<TAB>score<TAB>caption`, rank 1 the best and score the caption's total
+log-probability (a --length-penalty ranks by the penalized score). --json prints one JSON object per
+image; its "n_best" list holds {"rank", "caption", "score"}. A file that cannot be read gets one
+error line on stderr (and a JSON object with "error"), the others are captioned, and the exit status
+is 1 when any failed. A bad option value exits with status 2 and the usage line, as argparse does.
 """
 
 import argparse
@@ -14,6 +17,7 @@ from pathlib import Path
 import torch
 
 from captioner.checkpoint import CheckpointError, load_model
+from captioner.cli import HelpFormatter, positive_int, usage_error
 from captioner.config import ConfigError
 from captioner.data.images import ImageError, load_image
 from captioner.decoding import LENGTH_PENALTIES, check_decode_config
@@ -23,26 +27,33 @@ from captioner.visualize import save_attention
 
 BUNDLED_CHECKPOINT = Path(__file__).resolve().parents[2] / "assets" / "shapes_model.pt"
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
+# Options that set decode.<key>; a ConfigError about decode.<key> names the option instead.
+DECODE_OPTIONS = ("beam_size", "length_penalty", "max_length", "n_best", "sample", "temperature", "top_k", "top_p")
+FLAGS = {f"decode.{key}": "--" + key.replace("_", "-") for key in DECODE_OPTIONS}
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description="Caption images with a Show, Attend and Tell model.")
+    parser = argparse.ArgumentParser(description="Caption images with a Show, Attend and Tell model.", formatter_class=HelpFormatter)
     parser.add_argument("paths", nargs="+", metavar="PATH", help="image files, folders (searched recursively) or globs")
-    parser.add_argument("--checkpoint", default=str(BUNDLED_CHECKPOINT), help="checkpoint file (default: the bundled shapes model)")
-    parser.add_argument("--beam-size", type=int, help="beams per image (1 = greedy; default: the checkpoint's)")
-    parser.add_argument("--length-penalty", choices=LENGTH_PENALTIES, help="how finished beams are ranked")
-    parser.add_argument("--max-length", type=int, help="words generated at most")
-    parser.add_argument("--n-best", type=int, default=1, help="captions per image, best first")
-    parser.add_argument("--sample", action="store_true", help="sample words instead of searching")
-    parser.add_argument("--temperature", type=float, default=1.0, help="sampling temperature")
+    parser.add_argument("--checkpoint", default=str(BUNDLED_CHECKPOINT), help="checkpoint file; the default is the bundled shapes model")
+    parser.add_argument("--beam-size", type=int, help="beams per image, 1 = greedy (default: the checkpoint's decode.beam_size)")
+    parser.add_argument(
+        "--length-penalty", choices=LENGTH_PENALTIES,
+        help="how finished beams are ranked: none (log-probability), average (per word), gnmt (Wu et al. 2016) "
+        "(default: the checkpoint's decode.length_penalty)",
+    )
+    parser.add_argument("--max-length", type=int, help="words generated at most (default: the checkpoint's decode.max_length)")
+    parser.add_argument("--n-best", type=int, default=1, help="captions per image, best first; at most --beam-size unless --sample")
+    parser.add_argument("--sample", action="store_true", help="sample words from the model instead of searching")
+    parser.add_argument("--temperature", type=float, default=1.0, help="sampling: divides the logits (< 1 sharper, > 1 flatter)")
     parser.add_argument("--top-k", type=int, default=0, help="sampling: keep the k most likely words (0 = all)")
-    parser.add_argument("--top-p", type=float, default=1.0, help="sampling: nucleus probability mass")
-    parser.add_argument("--seed", type=int, default=0, help="sampling seed")
-    parser.add_argument("--batch-size", type=int, default=16, help="images per forward pass")
+    parser.add_argument("--top-p", type=float, default=1.0, help="sampling: keep the most likely words whose probability reaches p")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the sampling")
+    parser.add_argument("--batch-size", type=positive_int, default=16, help="images per forward pass")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
-    parser.add_argument("--json", action="store_true", help="one JSON object per image")
+    parser.add_argument("--json", action="store_true", help="print one JSON object per image instead of tab-separated lines")
     parser.add_argument("--with-attention", action="store_true", help="--json: include each word's G x G attention map")
-    parser.add_argument("--attention-dir", type=Path, help="write a PNG grid and a GIF of the per-word overlays here")
+    parser.add_argument("--attention-dir", type=Path, help="write a PNG grid and a GIF of the per-word overlays here (default: none)")
     return parser
 
 
@@ -65,12 +76,11 @@ def expand_paths(patterns: list[str]) -> tuple[list[Path], list[str]]:
 
 
 def _decode_config(config, args):
+    """The checkpoint's decode config with the options given; ConfigError for a bad combination."""
     decode = config.decode
-    for key in ("beam_size", "length_penalty", "max_length"):
+    for key in DECODE_OPTIONS:
         if getattr(args, key) is not None:
             setattr(decode, key, getattr(args, key))
-    for key in ("n_best", "sample", "temperature", "top_k", "top_p"):
-        setattr(decode, key, getattr(args, key))
     check_decode_config(decode)
     return decode
 
@@ -85,12 +95,20 @@ def _unique_stem(path: Path, used: set[str]) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = get_args_parser().parse_args(argv)
+    parser = get_args_parser()
+    args = parser.parse_args(argv)
     try:
-        model, vocab, config, _ = load_model(args.checkpoint, resolve_device(args.device))
-        decode = _decode_config(config, args)
-    except (CheckpointError, ConfigError) as error:
+        device = resolve_device(args.device)
+    except ConfigError as error:
+        parser.error(f"argument --device: {error}")
+    try:
+        model, vocab, config, _ = load_model(args.checkpoint, device)
+    except CheckpointError as error:
         sys.exit(f"error: {error}")
+    try:
+        decode = _decode_config(config, args)
+    except ConfigError as error:
+        usage_error(parser, error, FLAGS)
     paths, errors = expand_paths(args.paths)
     for message in errors:
         _report_error(message, args.json)
@@ -112,11 +130,16 @@ def main(argv: list[str] | None = None) -> None:
                 G = model.grid_size
                 row["attention"] = [alpha.reshape(G, G).tolist() for alpha in best.alphas]
             if decode.n_best > 1:
-                row["n_best"] = [{"caption": " ".join(vocab.decode(h.tokens)), "score": h.score} for h in result.hypotheses]
+                row["n_best"] = [
+                    {"rank": rank, "caption": " ".join(vocab.decode(h.tokens)), "score": h.score}
+                    for rank, h in enumerate(result.hypotheses, start=1)
+                ]
             print(json.dumps(row), flush=True)
+        elif decode.n_best > 1:
+            for rank, hypothesis in enumerate(result.hypotheses, start=1):
+                print(f"{result.path}\t{rank}\t{hypothesis.score:.4f}\t{' '.join(vocab.decode(hypothesis.tokens))}", flush=True)
         else:
-            for hypothesis in result.hypotheses:
-                print(f"{result.path}\t{' '.join(vocab.decode(hypothesis.tokens))}", flush=True)
+            print(f"{result.path}\t{' '.join(words)}", flush=True)
         if args.attention_dir:
             try:
                 image = load_image(result.path)

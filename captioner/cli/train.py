@@ -4,31 +4,50 @@ import argparse
 import sys
 
 from captioner.checkpoint import CheckpointError
-from captioner.cli import add_config_arguments, config_from_args
+from captioner.cli import (
+    HelpFormatter,
+    add_config_arguments,
+    config_from_args,
+    positive_int,
+    print_config_keys,
+    usage_error,
+)
 from captioner.config import ConfigError, load_config
 from captioner.data.records import AnnotationError
 from captioner.training import train
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description="Train a Show, Attend and Tell captioner.")
+    parser = argparse.ArgumentParser(
+        description="Train a Show, Attend and Tell captioner. The config is the dataclass defaults, then --config, "
+        "then --set; --list-config lists every key with its default.",
+        formatter_class=HelpFormatter,
+    )
     add_config_arguments(parser)
-    parser.add_argument("--resume", metavar="RUN_DIR", help="continue the run saved in RUN_DIR (its config is used)")
-    parser.add_argument("--stop-after-epoch", type=int, metavar="K", help="stop after epoch K (resume later)")
+    parser.add_argument(
+        "--resume", metavar="RUN_DIR", help="continue the run saved in RUN_DIR, with its saved config (default: a new run)"
+    )
+    parser.add_argument(
+        "--stop-after-epoch", type=positive_int, metavar="K",
+        help="stop after epoch K, to resume later (default: run all train.epochs)",
+    )
     return parser
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = get_args_parser().parse_args(argv)
+    parser = get_args_parser()
+    args = parser.parse_args(argv)
+    if args.list_config:
+        print_config_keys()
+        return
+    if args.resume and (args.config or args.overrides):
+        parser.error("--resume uses the run's saved config; drop --config and --set")
     try:
-        if args.resume:
-            if args.config or args.overrides:
-                raise ConfigError("--resume uses the run's saved config; drop --config and --set")
-            config = load_config()
-        else:
-            config = config_from_args(args)
+        config = load_config() if args.resume else config_from_args(args)
         run_dir = train(config, resume=args.resume, stop_after_epoch=args.stop_after_epoch)
-    except (ConfigError, AnnotationError, CheckpointError) as error:
+    except ConfigError as error:
+        usage_error(parser, error)
+    except (AnnotationError, CheckpointError) as error:
         sys.exit(f"error: {error}")
     except KeyboardInterrupt:
         sys.exit(130)
