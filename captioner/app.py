@@ -4,17 +4,22 @@ Xu et al. (2015, §5.4, Fig. 2-3) show each word of a caption with its attention
 over the image; this page does the same, interactively. Layout, top to bottom:
 
     what the model knows (from the checkpoint's meta) | image input, examples, a random shapes scene,
-    decoding options, Caption | the caption; its words shaded by how peaked their attention is;
-    the selected word's overlay and a slider that scrubs the words | a strip of every word's overlay |
-    the n-best list and the downloads (a PNG grid and a GIF of all overlays)
+    decoding options, Caption | the caption, and a warning when the picture lies outside the model's
+    world; its words shaded by how focused their attention is; the selected word's overlay and a
+    slider that scrubs the words | a strip of every word's overlay | the n-best list, the details
+    (each word's focus, the image's novelty) and the downloads (a PNG grid and a GIF, on demand)
 
-Clicking a word or a strip thumbnail, or dragging the slider, shows that word's overlay; a click also
-moves the slider to that word. The focused overlay is a plain `gr.Image` of `overlay_attention`
-rather than a `gr.AnnotatedImage`: it is the same heat ramp as the strip and the downloads, and the
-browser gets one ready-made PNG per click instead of an image plus a mask to blend.
+Every change of the input (upload, paste, webcam, example, random scene, clear) captions the new
+picture at once, or clears every output: no caption ever stands beside a picture it does not
+belong to. *Caption* recomputes with changed decoding options. Words are numbered 1..T everywhere:
+the slider, the overlay's heading and the strip. Clicking a word or a strip thumbnail, or dragging
+the slider, shows that word's overlay; a click also moves the slider to that word. The focused
+overlay is a plain `gr.Image` of `overlay_attention` rather than a `gr.AnnotatedImage`: it is the
+same heat ramp as the strip and the downloads, and the browser gets one ready-made PNG per click
+instead of an image plus a mask to blend.
 
-The only public API endpoint is `/caption` (data only: caption, words with scores, overlays, n-best,
-files); every UI-only event is private. The handlers are in `captioner/demo_handlers.py`.
+The only public API endpoint is `/caption` (data only: caption, words with focus levels, overlays,
+n-best, details); every UI-only event is private. The handlers are in `captioner/demo_handlers.py`.
 """
 
 import argparse
@@ -24,26 +29,37 @@ from pathlib import Path
 import gradio as gr
 
 from captioner.checkpoint import CheckpointError
-from captioner.config import ConfigError
 from captioner.cli.caption import BUNDLED_CHECKPOINT
+from captioner.config import ConfigError
 from captioner.decoding import LENGTH_PENALTIES
-from captioner.demo_handlers import BEAM_SIZES, MAX_LENGTHS, NBEST_HEADERS, CaptionDemo, WordAttention, random_scene
+from captioner.demo_handlers import (
+    BEAM_SIZES,
+    FOCUS_COLORS,
+    MAX_LENGTHS,
+    NBEST_HEADERS,
+    CaptionDemo,
+    WordAttention,
+    random_scene,
+)
 from captioner.training import resolve_device
 
 EXAMPLES_DIR = BUNDLED_CHECKPOINT.parent / "examples" / "images"  # a shapes test split, truth beside it
 EXAMPLE_SUFFIXES = (".png", ".jpg", ".jpeg")
-QUEUE = dict(default_concurrency_limit=2, max_size=32)  # two captions at once, 32 waiting at most
+QUEUE = {"default_concurrency_limit": 2, "max_size": 32}  # two captions at once, 32 waiting at most
 MAX_FILE_SIZE = "50mb"  # uploads above this are refused before they reach the handler
 # A shapes scene is 128 pixels wide: let the input and the focused overlay fill their boxes.
 CSS = "#input-image img, #focus-image img { width: 100%; height: 100%; object-fit: contain; }"
 INTRO = (
     "# Show, Attend and Tell\n"
-    "Upload a picture and press **Caption**. The model writes the caption one word at a time, and "
-    "for every word it looks at some parts of the image more than others "
-    "([Xu et al. 2015](https://arxiv.org/abs/1502.03044)). Click a word, a thumbnail of the strip, or "
-    "move the slider to see where it looked. Words are shaded by how focused that look was "
-    "(1 - normalized entropy of the attention map: dark = one spot, pale = spread out)."
+    "Upload a picture, pick an example or make a random scene: it is captioned at once. The model "
+    "writes the caption one word at a time, and for every word it looks at some parts of the image "
+    "more than others ([Xu et al. 2015](https://arxiv.org/abs/1502.03044)). Click a word, a thumbnail "
+    "of the strip, or move the slider to see where it looked. Words are shaded by how focused that "
+    "look was, from *spread out* (pale) to *one spot* (dark): 1 - the normalized entropy of the "
+    "attention map."
 )
+OUTSIDE = ("**Outside the model's world:** this picture looks unlike the images the model was trained on "
+           "(novelty {novelty:.1f}, threshold {threshold:.1f}), so the caption is likely wrong.")
 
 
 def example_images(folder: Path = EXAMPLES_DIR) -> list[str]:
@@ -54,32 +70,38 @@ def example_images(folder: Path = EXAMPLES_DIR) -> list[str]:
     return sorted(str(p) for p in folder.iterdir() if p.suffix.lower() in EXAMPLE_SUFFIXES and p.is_file())
 
 
-def focus_update(attention: WordAttention | None, index) -> dict:
-    """The focused overlay for word `index`, labelled with the word. Updates are `gr.update` dicts:
-    a `gr.Image(value=...)` would encode the overlay once more, as WebP, when it is constructed."""
-    if attention is None or index is None:
+def focus_update(attention: WordAttention | None, number) -> dict:
+    """The focused overlay for word `number` (1..T), labelled with the word. Updates are `gr.update`
+    dicts: a `gr.Image(value=...)` would encode the overlay once more, as WebP, when it is constructed."""
+    if attention is None or number is None:
         return gr.skip()
     if not attention.words:
         return gr.update(value=attention.image, label="No words: the caption is empty")
-    t = min(max(int(index), 0), len(attention.words) - 1)
-    label = f'Where the model looked for "{attention.words[t]}" (word {t + 1} of {len(attention.words)})'
-    return gr.update(value=attention.overlay(t), label=label)
+    t = min(max(int(number), 1), len(attention.words))
+    label = f'Word {t} of {len(attention.words)}: where the model looked for "{attention.words[t - 1]}"'
+    return gr.update(value=attention.overlay(t - 1), label=label)
 
 
-def show_first(attention: WordAttention | None):
-    """After a caption: focus on its first word and give the slider one stop per word."""
+def show_first(attention: WordAttention | None, details: dict | None):
+    """After a caption, or a cleared one: focus on the first word, give the slider one stop per word,
+    warn when the picture is outside the model's world, and drop the previous downloads."""
     if attention is None:
-        return gr.skip(), gr.skip()
-    last = max(len(attention.words) - 1, 0)
-    return focus_update(attention, 0), gr.update(minimum=0, maximum=last, value=0, interactive=last > 0)
+        return (gr.update(value=None, label="Where the model looked"), gr.update(minimum=1, maximum=1, value=1, interactive=False),
+                gr.update(value="", visible=False), None)
+    count = max(len(attention.words), 1)
+    outside = bool(details and details.get("outside_training"))
+    warning = OUTSIDE.format(novelty=details["novelty"], threshold=details["novelty_threshold"]) if outside else ""
+    return (focus_update(attention, 1), gr.update(minimum=1, maximum=count, value=1, interactive=count > 1),
+            gr.update(value=warning, visible=outside), None)
 
 
 def select_word(attention: WordAttention | None, evt: gr.SelectData):
-    """A click on a word token or a strip thumbnail: focus on it and move the slider there."""
+    """A click on a word token or a strip thumbnail (indexed from 0): focus on it and move the slider
+    there (numbered from 1)."""
     if attention is None or evt.index is None:
         return gr.skip(), gr.skip()
     index = evt.index[0] if isinstance(evt.index, (list, tuple)) else evt.index
-    return focus_update(attention, index), int(index)
+    return focus_update(attention, int(index) + 1), int(index) + 1
 
 
 def create_demo(checkpoint: str | Path = BUNDLED_CHECKPOINT, device="cpu", *, examples_dir: str | Path = EXAMPLES_DIR,
@@ -114,27 +136,38 @@ def create_demo(checkpoint: str | Path = BUNDLED_CHECKPOINT, device="cpu", *, ex
                                 examples_per_page=12)
             with gr.Column(scale=1):
                 text = gr.Textbox(label="Caption", interactive=False, buttons=["copy"], elem_id="caption-text")
-                words = gr.HighlightedText(label="Words (click one)", show_legend=False, combine_adjacent=False,
+                warning = gr.Markdown(visible=False, elem_id="outside-warning")
+                words = gr.HighlightedText(label="Words (click one), shaded by how focused the model's look was",
+                                           show_legend=True, color_map=FOCUS_COLORS, combine_adjacent=False,
                                            show_inline_category=False, elem_id="words")
                 focus = gr.Image(label="Where the model looked", type="pil", format="png", interactive=False,
                                  height=360, buttons=["download", "fullscreen"], elem_id="focus-image")
-                slider = gr.Slider(0, 1, value=0, step=1, label="Word", interactive=False, elem_id="word-slider")
+                slider = gr.Slider(1, 2, value=1, step=1, label="Word number", interactive=False,
+                                   elem_id="word-slider")
         gallery = gr.Gallery(label="Every word", columns=12, fit_columns=False, height=230, format="png",
                              allow_preview=False, buttons=["download_all"], elem_id="gallery")
         with gr.Row():
             n_best = gr.Dataframe(headers=NBEST_HEADERS, label="n-best captions (beam search)", interactive=False,
                                   wrap=True, column_widths=["7%", "48%", "16%", "16%", "13%"], scale=2,
                                   elem_id="n-best")
-            files = gr.File(label="Download: overlay grid (PNG) and animation (GIF)", file_count="multiple",
-                            interactive=False, scale=1, elem_id="downloads")
+            with gr.Column(scale=1):
+                make_files = gr.Button("Make the downloads: overlay grid (PNG) and animation (GIF)",
+                                       elem_id="downloads-btn")
+                files = gr.File(label="Downloads", file_count="multiple", interactive=False, elem_id="downloads")
+        with gr.Accordion("Details (as the /caption API returns them)", open=False):
+            details = gr.JSON(label="Each word's focus; the picture's novelty", elem_id="details")
         attention = gr.State()
 
         # The one public endpoint, data only. preprocess=False hands the handler the uploaded file, so
         # it is read by the project's loader: header size check first, clear errors for non-images.
-        captioned = run.click(demo.caption, inputs=[image, beam, penalty, length],
-                              outputs=[text, words, gallery, n_best, files, attention], api_name="caption",
-                              preprocess=False)
-        captioned.success(show_first, inputs=attention, outputs=[focus, slider], api_visibility="private", queue=False)
+        inputs, outputs = [image, beam, penalty, length], [text, words, gallery, n_best, details, attention]
+        captioned = run.click(demo.caption, inputs=inputs, outputs=outputs, api_name="caption", preprocess=False)
+        changed = image.change(demo.caption_or_clear, inputs=inputs, outputs=outputs, preprocess=False,
+                               api_visibility="private", trigger_mode="always_last")
+        for event in (captioned, changed):
+            event.then(show_first, inputs=[attention, details], outputs=[focus, slider, warning, files],
+                       api_visibility="private", queue=False)
+        make_files.click(demo.downloads, inputs=attention, outputs=files, api_visibility="private")
         scene.click(random_scene, outputs=image, api_visibility="private", queue=False)
         words.select(select_word, inputs=attention, outputs=[focus, slider], api_visibility="private", queue=False)
         gallery.select(select_word, inputs=attention, outputs=[focus, slider], api_visibility="private", queue=False)

@@ -3,16 +3,19 @@
 `CaptionDemo.caption` is the handler behind the page's one public endpoint, `/caption`. It reads
 the image with the one loader and preprocessing of training and the CLI (`load_image` for an
 uploaded file, `to_rgb` for an image already open), searches with `captioner.decoding.search`, and
-returns plain data only: the caption, each word with how peaked its attention is, one overlay per
-word (the alpha_t of paper eq. 5 drawn over the image, as in §5.4), the n-best list and a PNG grid
-plus a GIF to download. The layout and the UI-only events live in `captioner/app.py`.
+returns plain data only: the caption, each word with how focused its attention is, one overlay per
+word (the alpha_t of paper eq. 5 drawn over the image, as in §5.4), the n-best list, and details:
+each word's focus and the image's novelty (`captioner/novelty.py`: is it outside the model's
+world?). The PNG grid and GIF downloads are drawn only when asked for (`downloads`): they take
+far longer than the caption. The layout and the UI-only events live in `captioner/app.py`.
 
 Errors a visitor can cause (no image, not an image, too large, a bad decoding option) are raised
 as `gr.Error` with a one-line message, which Gradio shows on the page and the API client receives
-as `AppError`; the server goes on serving.
+as `AppError`; the server logs one line, not a traceback, and goes on serving.
 """
 
 import dataclasses
+import logging
 import math
 import shutil
 import tempfile
@@ -26,6 +29,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from captioner import novelty
 from captioner.checkpoint import load_model
 from captioner.config import ConfigError, DecodeConfig
 from captioner.data.images import ImageError, load_image, preprocess, to_rgb
@@ -41,7 +45,26 @@ MAX_DISPLAY_SIDE = 1024  # overlays are drawn on a copy at most this many pixels
 STRIP_SIDE = 256  # the per-word strip's tiles, shown at about 230 pixels
 FILES_TTL_S = 3600  # per-request download folders older than this are deleted
 NBEST_HEADERS = ["#", "caption", "log-prob", "rank score", "ended"]
+# Words are shaded by how focused their attention is (`peakedness`), on a neutral blue-grey scale:
+# (name, lowest peakedness, colour), from spread out to one spot. The page's legend shows the names.
+FOCUS_LEVELS = (
+    ("spread out", 0.0, "#f1f5f9"),
+    ("broad", 0.2, "#cbd5e1"),
+    ("focused", 0.4, "#94a3b8"),
+    ("one spot", 0.6, "#64748b"),
+)
+FOCUS_COLORS = {name: colour for name, _, colour in FOCUS_LEVELS}
 NO_IMAGE = "Please upload an image (or paste one, use the webcam, pick an example or make a random shapes scene)."
+
+
+log = logging.getLogger("captioner.demo")
+
+
+def visitor_error(message: str) -> gr.Error:
+    """The error to raise for something a visitor did: shown on the page and to API clients, and
+    logged on the server as one line, without a traceback."""
+    log.warning("refused a request: %s", message)
+    return gr.Error(message, print_exception=False)
 
 
 def peakedness(alpha) -> float:
@@ -60,10 +83,16 @@ def peakedness(alpha) -> float:
     return float(min(1.0, max(0.0, 1.0 - entropy / math.log(a.numel()))))
 
 
+def focus_level(value: float) -> str:
+    """The name of the FOCUS_LEVELS band that a peakedness `value` falls in."""
+    return [name for name, lowest, _ in FOCUS_LEVELS if value >= lowest][-1]
+
+
 @dataclass
 class WordAttention:
-    """The per-session state behind the word selectors: the image the overlays are drawn on, the
-    words and their maps. Overlays are redrawn on demand (milliseconds) instead of kept as images."""
+    """The per-session state behind the word selectors and the downloads: the image the overlays
+    are drawn on, the words and their maps. Overlays are redrawn on demand (milliseconds) instead of
+    kept as images; they carry no label, as the page names the word beside them."""
 
     image: Image.Image  # RGB, at most MAX_DISPLAY_SIDE on its longer side
     words: list[str]
@@ -74,7 +103,7 @@ class WordAttention:
         if not self.words:
             return self.image
         t = min(max(int(index), 0), len(self.words) - 1)
-        return overlay_attention(self.image, self.alphas[t], self.words[t])
+        return overlay_attention(self.image, self.alphas[t])
 
 
 def random_scene(rng: np.random.Generator | None = None) -> Image.Image:
@@ -101,6 +130,7 @@ class CaptionDemo:
         state = state or {}  # not kept whole: it holds the optimizer state too
         self.meta = state["meta"] if isinstance(state.get("meta"), dict) else {}
         self.best_score = state.get("best_score")
+        self.feature_stats = novelty.check(state.get("feature_stats"))  # None: no novelty figures
         self.name = name
         self.work_dir = Path(tempfile.mkdtemp(prefix="captioner-demo-"))
         weakref.finalize(self, shutil.rmtree, self.work_dir, ignore_errors=True)
@@ -117,14 +147,14 @@ class CaptionDemo:
             beam, length = int(beam_size), int(max_length)
         except (TypeError, ValueError, OverflowError):
             message = f"Beam size and max length must be whole numbers, got {beam_size!r} and {max_length!r}."
-            raise gr.Error(message) from None
+            raise visitor_error(message) from None
         (low_beam, high_beam), (low_length, high_length) = BEAM_SIZES, MAX_LENGTHS
         if not low_beam <= beam <= high_beam or beam != beam_size:
-            raise gr.Error(f"Beam size must be a whole number from {low_beam} to {high_beam}, got {beam_size}.")
+            raise visitor_error(f"Beam size must be a whole number from {low_beam} to {high_beam}, got {beam_size}.")
         if not low_length <= length <= high_length or length != max_length:
-            raise gr.Error(f"Max length must be a whole number from {low_length} to {high_length}, got {max_length}.")
+            raise visitor_error(f"Max length must be a whole number from {low_length} to {high_length}, got {max_length}.")
         if length_penalty not in LENGTH_PENALTIES:
-            raise gr.Error(f"Length penalty must be one of {', '.join(LENGTH_PENALTIES)}, got {length_penalty!r}.")
+            raise visitor_error(f"Length penalty must be one of {', '.join(LENGTH_PENALTIES)}, got {length_penalty!r}.")
         decode = dataclasses.replace(
             self.config.decode, beam_size=beam, length_penalty=length_penalty, max_length=length,
             n_best=min(beam, N_BEST), sample=False,
@@ -132,7 +162,7 @@ class CaptionDemo:
         try:
             check_decode_config(decode)
         except ConfigError as error:
-            raise gr.Error(str(error)) from None
+            raise visitor_error(str(error)) from None
         return decode
 
     def default_options(self) -> tuple[int, int]:
@@ -147,28 +177,30 @@ class CaptionDemo:
         file that is not an image, or is too large, fails here with a clear message and the size is
         checked from the header before any pixel is decoded)."""
         if image is None:
-            raise gr.Error(NO_IMAGE)
+            raise visitor_error(NO_IMAGE)
         try:
             if isinstance(image, Image.Image):
                 return to_rgb(image, "uploaded image")
             if isinstance(image, dict):
                 path, shown = image.get("path"), image.get("orig_name") or "uploaded image"
                 if not path:
-                    raise gr.Error("The image came without a file: upload it as a file (gradio_client: handle_file).")
+                    raise visitor_error("The image came without a file: upload it as a file (gradio_client: handle_file).")
             else:
                 path, shown = image, Path(image).name
             return load_image(path, name=shown)  # named as the visitor knows it, not by the server path
         except ImageError as error:
-            raise gr.Error(f"{str(error)[0].upper()}{str(error)[1:]}.") from None
+            raise visitor_error(f"{str(error)[0].upper()}{str(error)[1:]}.") from None
 
-    def hypotheses(self, image: Image.Image, decode: DecodeConfig) -> list[Hypothesis]:
-        """The n-best captions of one RGB image, best first: the CLI's preprocessing and search."""
+    def hypotheses(self, image: Image.Image, decode: DecodeConfig) -> tuple[list[Hypothesis], float | None]:
+        """The n-best captions of one RGB image, best first, and its novelty (None without feature
+        statistics): the CLI's preprocessing and search."""
         x = preprocess(image, self.config.data.image_size).unsqueeze(0)  # (1, 3, S, S)
-        return caption_batch(self.model, self.vocab, x, decode)[0]
+        hypotheses, novelties = caption_batch(self.model, self.vocab, x, decode, feature_stats=self.feature_stats)
+        return hypotheses[0], novelties[0]
 
     def caption(self, image, beam_size=None, length_penalty=None, max_length=None):
-        """The `/caption` handler: (caption, [(word, peakedness)], [(overlay, word)], n-best rows,
-        [grid PNG, GIF], WordAttention). Options left as None take the checkpoint's values."""
+        """The `/caption` handler: (caption, [(word, focus level)], [(overlay, "t. word")], n-best
+        rows, details, WordAttention). Options left as None take the checkpoint's values."""
         beam_default, length_default = self.default_options()
         decode = self.decode_config(
             beam_default if beam_size is None else beam_size,
@@ -176,17 +208,44 @@ class CaptionDemo:
             length_default if max_length is None else max_length,
         )
         rgb = self.read_image(image)
-        hypotheses = self.hypotheses(rgb, decode)
-        best = hypotheses[0]
-        words = self.vocab.decode(best.tokens)
-        alphas = best.alphas[: len(words)].numpy()  # (T, P)
+        hypotheses, score = self.hypotheses(rgb, decode)
+        words = self.vocab.decode(hypotheses[0].tokens)
+        alphas = hypotheses[0].alphas[: len(words)].numpy()  # (T, P)
         attention = WordAttention(display_copy(rgb), words, alphas)
-        highlighted = [(word, peakedness(alpha)) for word, alpha in zip(words, alphas)]
+        focus = [peakedness(alpha) for alpha in alphas]
+        highlighted = [(word, focus_level(value)) for word, value in zip(words, focus)]
         strip = display_copy(attention.image, STRIP_SIDE)  # the strip shows small tiles: draw them small
-        gallery = [(overlay_attention(strip, alpha, word), word) for word, alpha in zip(words, alphas)]
-        files = save_attention(attention.image, words, alphas, self._request_dir(), "caption")
-        rows = self.n_best_rows(hypotheses, decode)
-        return " ".join(words), highlighted, gallery, rows, [str(f) for f in files], attention
+        gallery = [(overlay_attention(strip, alpha), f"{t}. {word}") for t, (word, alpha) in enumerate(zip(words, alphas), 1)]
+        details = {"words": [{"word": word, "focus": round(value, 4)} for word, value in zip(words, focus)],
+                   **self.novelty_details(score)}
+        return " ".join(words), highlighted, gallery, self.n_best_rows(hypotheses, decode), details, attention
+
+    def caption_or_clear(self, image, beam_size=None, length_penalty=None, max_length=None):
+        """The page's handler for a changed input: `caption` it, or clear every output when the image
+        was removed or cannot be captioned (the message then shows as a warning), so that no output
+        ever stays beside a picture it does not belong to."""
+        if image is None:
+            return "", [], [], [], None, None
+        try:
+            return self.caption(image, beam_size, length_penalty, max_length)
+        except gr.Error as error:
+            gr.Warning(error.message)
+            return "", [], [], [], None, None
+
+    def novelty_details(self, score: float | None) -> dict:
+        """The novelty part of `caption`'s details: the score, the threshold and whether the image is
+        outside the model's world; null figures when the checkpoint has no feature statistics."""
+        if score is None:
+            return {"novelty": None, "novelty_threshold": None, "outside_training": None}
+        threshold = self.feature_stats["threshold"]
+        return {"novelty": round(score, 4), "novelty_threshold": round(threshold, 4), "outside_training": score > threshold}
+
+    def downloads(self, attention: WordAttention | None) -> list[str]:
+        """The PNG grid and the GIF of `attention`'s overlays, drawn now (the page asks for them)."""
+        if attention is None:
+            raise visitor_error("Caption an image first: the downloads show its words.")
+        files = save_attention(attention.image, attention.words, attention.alphas, self._request_dir(), "caption")
+        return [str(f) for f in files]
 
     def n_best_rows(self, hypotheses: list[Hypothesis], decode: DecodeConfig) -> list[list]:
         """One row per hypothesis, in the search's order (by ranking score: the log-probability,
@@ -215,8 +274,8 @@ class CaptionDemo:
         its config and training state tell."""
         meta, config = self.meta, self.config
         name = meta.get("name") or f"`{self.name}`"
-        lines = [f"**Model:** {name}. {config.model.backbone} encoder, {config.model.grid_size} x "
-                 f"{config.model.grid_size} attention grid, {len(self.vocab)} words."]
+        lines = [(f"**Model:** {name}. {config.model.backbone} encoder, {config.model.grid_size} x "
+                  f"{config.model.grid_size} attention grid, {len(self.vocab)} words.")]
         if meta.get("trained_on"):
             lines.append(f"**Trained on:** {meta['trained_on']}")
         else:

@@ -12,6 +12,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
+from captioner import novelty
 from captioner.config import DecodeConfig
 from captioner.data.images import ImageError, load_image, preprocess
 from captioner.decoding import Hypothesis, search
@@ -24,6 +25,7 @@ class Captioned:
     path: Path
     hypotheses: list[Hypothesis]  # best first
     size: tuple[int, int]  # (width, height) of the image as loaded
+    novelty: float | None = None  # how far from the training images (captioner/novelty.py), when known
 
 
 @dataclass
@@ -52,10 +54,14 @@ class ImageFiles(Dataset):
 
 @torch.inference_mode()
 def caption_batch(model: Captioner, vocab: Vocab, images: torch.Tensor, decode: DecodeConfig,
-                  generator: torch.Generator | None = None) -> list[list[Hypothesis]]:
-    """The n-best hypotheses of each preprocessed image of images (B, 3, S, S)."""
+                  generator: torch.Generator | None = None, feature_stats: dict | None = None):
+    """(the n-best hypotheses of each preprocessed image of images (B, 3, S, S), the novelty of each
+    under `feature_stats`, or None for each without them)."""
     features = model.encoder(images.to(next(model.parameters()).device))  # (B, P, D)
-    return search(model.decoder, features, vocab, decode, generator)
+    hypotheses = search(model.decoder, features, vocab, decode, generator)
+    if feature_stats is None:
+        return hypotheses, [None] * len(hypotheses)
+    return hypotheses, novelty.novelty(feature_stats, novelty.summarize(features).cpu()).tolist()
 
 
 def caption_files(
@@ -68,8 +74,10 @@ def caption_files(
     num_workers: int = 0,
     progress: bool = False,
     generator: torch.Generator | None = None,
+    feature_stats: dict | None = None,
 ) -> Iterator[Captioned | Failed]:
-    """Captions `paths` in order, one result per path; `generator` seeds sampling."""
+    """Captions `paths` in order, one result per path; `generator` seeds sampling; with
+    `feature_stats` each result carries its novelty."""
     loader = DataLoader(ImageFiles(list(paths), image_size), batch_size=batch_size, num_workers=num_workers, collate_fn=list)  # failures are split off before stacking
     with tqdm(total=len(paths), desc="captioning", unit="img", disable=not progress) as bar:
         for items in loader:
@@ -79,8 +87,9 @@ def caption_files(
             }
             if good:
                 images = torch.stack([image for image, _, _ in good])
-                for (_, i, size), hypotheses in zip(good, caption_batch(model, vocab, images, decode, generator)):
-                    results[i] = Captioned(loader.dataset.paths[i], hypotheses, size)
+                hypotheses, novelties = caption_batch(model, vocab, images, decode, generator, feature_stats)
+                for (_, i, size), found, score in zip(good, hypotheses, novelties):
+                    results[i] = Captioned(loader.dataset.paths[i], found, size, score)
             for _, i, _ in items:
                 yield results[i]
             bar.update(len(items))

@@ -55,13 +55,14 @@ def tiny_checkpoint(shapes_dir, tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def app_checkpoint(request):
-    """The checkpoint the app tests serve: $CAPTIONER_APP_CHECKPOINT (e.g. the bundled model, for the
-    README screenshot) when set, else the tiny trained one."""
+def app_checkpoint():
+    """The checkpoint the app tests serve: $CAPTIONER_APP_CHECKPOINT when set, else the bundled model,
+    the one every visitor meets (a barely trained model looks the same way for every word)."""
     from pathlib import Path
 
-    path = os.environ.get("CAPTIONER_APP_CHECKPOINT")
-    return Path(path) if path else request.getfixturevalue("tiny_checkpoint")
+    from captioner.cli.caption import BUNDLED_CHECKPOINT
+
+    return Path(os.environ.get("CAPTIONER_APP_CHECKPOINT", BUNDLED_CHECKPOINT))
 
 
 @pytest.fixture(scope="session")

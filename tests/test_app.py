@@ -20,6 +20,7 @@ from captioner.demo_handlers import (
     CaptionDemo,
     WordAttention,
     display_copy,
+    focus_level,
     peakedness,
     random_scene,
 )
@@ -62,17 +63,36 @@ def test_peakedness_is_one_for_a_single_cell_and_zero_for_an_even_spread():
     assert peakedness(np.full((4, 4), 1 / 16)) == pytest.approx(0.0, abs=1e-12)  # a (G, G) map reads the same
 
 
-def test_caption_words_tokens_gallery_and_files_agree(caption_demo, scene_file):
+def test_caption_words_strip_details_and_downloads_agree(caption_demo, scene_file):
     image = Image.open(scene_file)
-    text, words, gallery, rows, files, attention = caption_demo.caption(image)
-    assert text.split() == [word for word, _ in words] == [word for _, word in gallery] == attention.words
+    text, words, gallery, rows, details, attention = caption_demo.caption(image)
+    assert text.split() == [word for word, _ in words] == [w["word"] for w in details["words"]] == attention.words
+    assert [label for _, label in gallery] == [f"{t}. {word}" for t, word in enumerate(attention.words, 1)]
     assert len(text.split()) >= 1
-    assert all(isinstance(score, float) and 0.0 <= score <= 1.0 for _, score in words)
-    assert [score for _, score in words] == [pytest.approx(peakedness(a)) for a in attention.alphas]
+    focus = [w["focus"] for w in details["words"]]
+    assert focus == [pytest.approx(peakedness(a), abs=1e-4) for a in attention.alphas]
+    assert [level for _, level in words] == [focus_level(value) for value in focus]
     assert all(overlay.size == image.size == (150, 90) for overlay, _ in gallery)
     assert rows[0][1] == text
-    png, gif = (Image.open(path) for path in files)
+    without_stats = CaptionDemo(caption_demo.model, caption_demo.vocab, caption_demo.config, {})
+    assert without_stats.caption(image)[4]["outside_training"] is None  # no feature statistics: no verdict
+    png, gif = (Image.open(path) for path in caption_demo.downloads(attention))
     assert (png.format, gif.format, gif.n_frames) == ("PNG", "GIF", len(attention.words))
+
+
+def test_focus_levels_run_from_spread_out_to_one_spot():
+    assert [focus_level(v) for v in (0.0, 0.19, 0.2, 0.5, 0.99, 1.0)] == [
+        "spread out", "spread out", "broad", "focused", "one spot", "one spot"]
+
+
+def test_a_changed_input_is_captioned_or_clears_every_output(caption_demo, scene_file, bad_files):
+    empty = ("", [], [], [], None, None)
+    assert caption_demo.caption_or_clear(None) == empty
+    notes, _ = bad_files
+    with pytest.warns(UserWarning, match="'notes.png': not an image"):  # on the page: a warning toast
+        assert caption_demo.caption_or_clear({"path": str(notes), "orig_name": "notes.png"}) == empty
+    text, *_ = caption_demo.caption_or_clear(Image.open(scene_file))
+    assert text == caption_demo.caption(Image.open(scene_file))[0]
 
 
 def test_app_caption_equals_the_cli_engine_on_the_same_file(caption_demo, scene_file):
@@ -131,18 +151,23 @@ def test_word_selectors_focus_the_chosen_word_and_move_the_slider():
     image = Image.new("RGB", (40, 30), (90, 90, 90))
     alphas = rng.dirichlet(np.ones(16), size=3)  # (T, P)
     attention = WordAttention(image, ["a", "red", "circle"], alphas)
-    focus, slider = show_first(attention)
-    assert (slider["minimum"], slider["maximum"], slider["value"]) == (0, 2, 0)
+    focus, slider, warning, files = show_first(attention, None)
+    assert (slider["minimum"], slider["maximum"], slider["value"]) == (1, 3, 1)
+    assert focus["label"].startswith("Word 1 of 3") and warning["visible"] is False and files is None
     assert np.array_equal(np.asarray(focus["value"]), np.asarray(attention.overlay(0)))
-    focus, index = select_word(attention, gr.SelectData(None, {"index": 2, "value": ["circle", 0.3]}))
-    assert index == 2 and "circle" in focus["label"]
+    focus, number = select_word(attention, gr.SelectData(None, {"index": 2, "value": ["circle", 0.3]}))
+    assert number == 3 and focus["label"] == 'Word 3 of 3: where the model looked for "circle"'
     assert np.array_equal(np.asarray(focus["value"]), np.asarray(attention.overlay(2)))
     assert not np.array_equal(np.asarray(focus["value"]), np.asarray(attention.overlay(1)))
     assert "circle" in focus_update(attention, 99)["label"]  # out of range clamps to the last word
-    assert show_first(None) == (gr.skip(), gr.skip())  # the slider before any caption: nothing to show
+    focus, slider, warning, files = show_first(None, None)  # a cleared input clears the focus too
+    assert focus["value"] is None and slider["value"] == 1 and files is None
     empty = WordAttention(image, [], np.zeros((0, 16)))  # a caption of no words shows the plain image
-    focus, slider = show_first(empty)
-    assert focus["value"] is image and (slider["maximum"], slider["interactive"]) == (0, False)
+    focus, slider, *_ = show_first(empty, None)
+    assert focus["value"] is image and (slider["maximum"], slider["interactive"]) == (1, False)
+    outside = {"outside_training": True, "novelty": 9.5, "novelty_threshold": 2.0}
+    warning = show_first(attention, outside)[2]
+    assert warning["visible"] is True and "Outside the model's world" in warning["value"] and "9.5" in warning["value"]
 
 
 def test_model_note_shows_the_checkpoint_meta(caption_demo, app_checkpoint):
@@ -189,14 +214,14 @@ def test_the_only_api_endpoint_is_caption(client):
 
 def test_caption_endpoint_returns_plain_data(client, caption_demo, scene_file):
     answer = client.predict(handle_file(str(scene_file)), 3, "none", 8, api_name="/caption")
-    text, words, gallery, n_best, files = answer
+    text, words, gallery, n_best, details = answer
     expected = caption_demo.caption(Image.open(scene_file), 3, "none", 8)
     assert text == expected[0]
-    assert [w["token"] for w in words] == text.split() == [g["caption"] for g in gallery]
-    assert [w["class_or_confidence"] for w in words] == [pytest.approx(s) for _, s in expected[1]]
+    assert [w["token"] for w in words] == text.split() == [g["caption"].split(". ", 1)[1] for g in gallery]
+    assert [w["class_or_confidence"] for w in words] == [level for _, level in expected[1]]
+    assert details == expected[4]
     assert all(Image.open(g["image"]).size == (150, 90) for g in gallery)
     assert n_best["headers"] == NBEST_HEADERS and [row[1] for row in n_best["data"]] == [r[1] for r in expected[3]]
-    assert sorted(f.rsplit(".", 1)[1] for f in files) == ["gif", "png"]
     assert not any(isinstance(x, dict) and x.get("__type__") == "update" for x in answer)
 
 

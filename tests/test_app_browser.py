@@ -1,17 +1,22 @@
 """The demo page in a real browser: Debian's chromium driven by playwright.
 
-Upload an image, caption it, click a word and a strip thumbnail, and check that the focused overlay
-and the word slider follow. The screenshot goes to tmp_path, and also to $CAPTIONER_SCREENSHOT when
-set (the README's picture is made that way, with $CAPTIONER_APP_CHECKPOINT naming the bundled model).
+Upload an image (captioned at once, with no press of *Caption*), click a word and a strip thumbnail,
+and check that the focused overlay, its heading and the word slider follow, numbered 1..T. Then make
+a random scene and check that the caption, the words, the heat map and the strip all belong to it,
+not to the upload. The screenshot goes to tmp_path, and also to $CAPTIONER_SCREENSHOT when set (the
+README's picture is made that way, with $CAPTIONER_APP_CHECKPOINT naming the bundled model).
 """
 
+import io
 import os
 from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
-from captioner.demo_handlers import random_scene
+from captioner.demo_handlers import STRIP_SIDE, display_copy, random_scene
+from captioner.visualize import overlay_attention
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking"]
@@ -56,6 +61,12 @@ def distinct_scene(caption_demo, tmp_path_factory):
     pytest.fail("no scene of 20 gives a caption with two different overlays: the model looks the same way every word")
 
 
+def _pixels(page, image_locator) -> np.ndarray:
+    """The RGB pixels of the image an <img> shows, fetched from the page's server."""
+    response = page.request.get(image_locator.get_attribute("src"))
+    return np.asarray(Image.open(io.BytesIO(response.body())).convert("RGB"))
+
+
 @pytest.mark.browser
 def test_click_a_word_and_a_thumbnail_to_see_where_the_model_looked(browser, app_url, distinct_scene, tmp_path):
     from playwright.sync_api import expect
@@ -64,32 +75,34 @@ def test_click_a_word_and_a_thumbnail_to_see_where_the_model_looked(browser, app
     page = browser.new_page(viewport={"width": 1280, "height": 1000})
     try:
         page.goto(app_url, wait_until="domcontentloaded")  # "networkidle" never comes: the queue's SSE stays open
-        page.locator("#input-image input[type=file]").set_input_files(str(path))
-        page.locator("#caption-btn").click()
+        page.locator("#input-image input[type=file]").set_input_files(str(path))  # no press of Caption
         expect(page.locator("#caption-text textarea")).to_have_value(" ".join(words), timeout=TIMEOUT_MS)
 
         slider = page.locator("#word-slider input[type=number]")
         focus = page.locator("#focus-image img")
-        expect(slider).to_have_attribute("max", str(len(words) - 1), timeout=TIMEOUT_MS)
+        heading = page.locator("#focus-image")
+        expect(slider).to_have_attribute("max", str(len(words)), timeout=TIMEOUT_MS)
+        expect(slider).to_have_value("1")
+        expect(heading).to_contain_text(f"Word 1 of {len(words)}", timeout=TIMEOUT_MS)
         expect(focus).to_have_count(1, timeout=TIMEOUT_MS)
         first_src = focus.get_attribute("src")
 
         tokens = page.locator("#words .token")
         expect(tokens).to_have_count(len(words))
         tokens.nth(j).click()
-        expect(slider).to_have_value(str(j), timeout=TIMEOUT_MS)
-        expect(page.locator("#focus-image")).to_contain_text(f'"{words[j]}" (word {j + 1} of {len(words)})')
+        expect(slider).to_have_value(str(j + 1), timeout=TIMEOUT_MS)
+        expect(heading).to_contain_text(f'Word {j + 1} of {len(words)}: where the model looked for "{words[j]}"')
         src_j = focus.get_attribute("src")
         tokens.nth(i).click()
-        expect(slider).to_have_value(str(i), timeout=TIMEOUT_MS)
+        expect(slider).to_have_value(str(i + 1), timeout=TIMEOUT_MS)
         expect(focus).not_to_have_attribute("src", src_j, timeout=TIMEOUT_MS)  # words i and j look at different places
         if i == 0:
             assert focus.get_attribute("src") == first_src  # back on the first word: its overlay again
 
-        last = len(words) - 1
-        page.locator("#gallery").get_by_label(f"Thumbnail {last + 1} of {len(words)}").click()
-        expect(slider).to_have_value(str(last), timeout=TIMEOUT_MS)
-        expect(page.locator("#focus-image")).to_contain_text(f"(word {last + 1} of {len(words)})")
+        count = len(words)
+        page.locator("#gallery").get_by_label(f"Thumbnail {count} of {count}").click()
+        expect(slider).to_have_value(str(count), timeout=TIMEOUT_MS)
+        expect(heading).to_contain_text(f"Word {count} of {count}")
 
         shots = [tmp_path / "app.png"]
         if os.environ.get("CAPTIONER_SCREENSHOT"):
@@ -98,9 +111,39 @@ def test_click_a_word_and_a_thumbnail_to_see_where_the_model_looked(browser, app
             shot.parent.mkdir(parents=True, exist_ok=True)
             page.screenshot(path=str(shot), full_page=True)
         assert shots[0].stat().st_size > 10_000
+    finally:
+        page.close()
 
-        uploaded = page.locator("#input-image img").get_attribute("src")
-        page.locator("#random-btn").click()  # a fresh scene replaces the upload
+
+@pytest.mark.browser
+def test_every_output_follows_a_new_random_scene(browser, app_url, caption_demo, distinct_scene):
+    from playwright.sync_api import expect
+
+    path, words, _ = distinct_scene
+    page = browser.new_page(viewport={"width": 1280, "height": 1000})
+    try:
+        page.goto(app_url, wait_until="domcontentloaded")
+        page.locator("#input-image input[type=file]").set_input_files(str(path))
+        expect(page.locator("#caption-text textarea")).to_have_value(" ".join(words), timeout=TIMEOUT_MS)
+        focus = page.locator("#focus-image img")
+        expect(focus).to_have_count(1, timeout=TIMEOUT_MS)
+        uploaded, first_focus = page.locator("#input-image img").get_attribute("src"), focus.get_attribute("src")
+
+        page.locator("#random-btn").click()
         expect(page.locator("#input-image img")).not_to_have_attribute("src", uploaded, timeout=TIMEOUT_MS)
+        scene = Image.fromarray(_pixels(page, page.locator("#input-image img")))
+        *_, expected = caption_demo.caption(scene)
+        expect(focus).not_to_have_attribute("src", first_focus, timeout=TIMEOUT_MS)  # the last output to follow
+
+        count = len(expected.words)
+        expect(page.locator("#caption-text textarea")).to_have_value(" ".join(expected.words))
+        assert page.locator("#words .token").all_inner_texts() == expected.words
+        expect(page.locator("#focus-image")).to_contain_text(f'Word 1 of {count}: where the model looked for "{expected.words[0]}"')
+        expect(page.locator("#word-slider input[type=number]")).to_have_attribute("max", str(count))
+        assert np.array_equal(_pixels(page, focus), np.asarray(expected.overlay(0)))
+        thumbnails = page.locator("#gallery button.thumbnail-item")
+        expect(thumbnails).to_have_count(count)
+        strip = overlay_attention(display_copy(expected.image, STRIP_SIDE), expected.alphas[0])
+        assert np.array_equal(_pixels(page, thumbnails.first.locator("img")), np.asarray(strip))
     finally:
         page.close()
