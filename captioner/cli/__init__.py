@@ -72,7 +72,7 @@ def print_config_keys() -> None:
     rows = [(key, json.dumps(default), comment) for key, default, comment in config_keys()]
     key_width = max(len(key) for key, _, _ in rows)
     value_width = max(len(value) for _, value, _ in rows)
-    print("# --set SECTION.KEY=VALUE accepts these keys; the defaults below are the dataclasses' (captioner/config.py),")
-    print("# which --config (default: configs/shapes.yaml) overrides in part. Values are read as YAML.")
+    print("# The keys of --set SECTION.KEY=VALUE (values are read as YAML), with the defaults of the dataclasses")
+    print("# in captioner/config.py, which --config (default: configs/shapes.yaml) overrides in part.")
     for key, value, comment in rows:
         print(f"{key:<{key_width}}  {value:<{value_width}}  # {comment}")

@@ -26,7 +26,9 @@ def get_args_parser() -> argparse.ArgumentParser:
         formatter_class=HelpFormatter,
     )
     add_config_arguments(parser)
-    parser.add_argument("--splits", nargs="+", default=["train"], choices=SPLITS, help="splits to cache (default: train)")
+    parser.add_argument(
+        "--splits", nargs="+", default=["train"], choices=SPLITS, help="splits to cache (default: train)"
+    )
     parser.add_argument("--batch-size", type=positive_int, default=32, help="images encoded per forward pass")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     return parser
@@ -45,7 +47,9 @@ def main(argv: list[str] | None = None) -> None:
     try:
         config = config_from_args(args)
         if not config.data.feature_cache:
-            raise ConfigError("data.feature_cache is empty: name the cache folder, e.g. --set data.feature_cache=cache/coco")
+            raise ConfigError(
+                "data.feature_cache is empty: name the cache folder, e.g. --set data.feature_cache=cache/coco"
+            )
         encoder = Encoder(config.model).to(device).eval()
         for split in args.splits:
             path = build_feature_cache(encoder, config, split, read_split(config.data, split), args.batch_size)

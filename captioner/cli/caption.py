@@ -33,27 +33,47 @@ FLAGS = {f"decode.{key}": "--" + key.replace("_", "-") for key in DECODE_OPTIONS
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description="Caption images with a Show, Attend and Tell model.", formatter_class=HelpFormatter)
+    parser = argparse.ArgumentParser(
+        description="Caption images with a Show, Attend and Tell model.", formatter_class=HelpFormatter
+    )
     parser.add_argument("paths", nargs="+", metavar="PATH", help="image files, folders (searched recursively) or globs")
-    parser.add_argument("--checkpoint", default=str(BUNDLED_CHECKPOINT), help="checkpoint file; the default is the bundled shapes model")
-    parser.add_argument("--beam-size", type=int, help="beams per image, 1 = greedy (default: the checkpoint's decode.beam_size)")
+    parser.add_argument(
+        "--checkpoint", default=str(BUNDLED_CHECKPOINT), help="checkpoint file; the default is the bundled shapes model"
+    )
+    parser.add_argument(
+        "--beam-size", type=int, help="beams per image, 1 = greedy (default: the checkpoint's decode.beam_size)"
+    )
     parser.add_argument(
         "--length-penalty", choices=LENGTH_PENALTIES,
         help="how finished beams are ranked: none (log-probability), average (per word), gnmt (Wu et al. 2016) "
         "(default: the checkpoint's decode.length_penalty)",
     )
-    parser.add_argument("--max-length", type=int, help="words generated at most (default: the checkpoint's decode.max_length)")
-    parser.add_argument("--n-best", type=int, default=1, help="captions per image, best first; at most --beam-size unless --sample")
+    parser.add_argument(
+        "--max-length", type=int, help="words generated at most (default: the checkpoint's decode.max_length)"
+    )
+    parser.add_argument(
+        "--n-best", type=int, default=1, help="captions per image, best first; at most --beam-size unless --sample"
+    )
     parser.add_argument("--sample", action="store_true", help="sample words from the model instead of searching")
-    parser.add_argument("--temperature", type=float, default=1.0, help="sampling: divides the logits (< 1 sharper, > 1 flatter)")
+    parser.add_argument(
+        "--temperature", type=float, default=1.0, help="sampling: divides the logits (< 1 sharper, > 1 flatter)"
+    )
     parser.add_argument("--top-k", type=int, default=0, help="sampling: keep the k most likely words (0 = all)")
-    parser.add_argument("--top-p", type=float, default=1.0, help="sampling: keep the most likely words whose probability reaches p")
+    parser.add_argument(
+        "--top-p", type=float, default=1.0, help="sampling: keep the most likely words whose probability reaches p"
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed of the sampling")
     parser.add_argument("--batch-size", type=positive_int, default=16, help="images per forward pass")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
-    parser.add_argument("--json", action="store_true", help="print one JSON object per image instead of tab-separated lines")
-    parser.add_argument("--with-attention", action="store_true", help="--json: include each word's G x G attention map")
-    parser.add_argument("--attention-dir", type=Path, help="write a PNG grid and a GIF of the per-word overlays here (default: none)")
+    parser.add_argument(
+        "--json", action="store_true", help="print one JSON object per image instead of tab-separated lines"
+    )
+    parser.add_argument(
+        "--with-attention", action="store_true", help="--json: include each word's G x G attention map"
+    )
+    parser.add_argument(
+        "--attention-dir", type=Path, help="write a PNG grid and a GIF of the per-word overlays here (default: none)"
+    )
     return parser
 
 
@@ -136,8 +156,8 @@ def main(argv: list[str] | None = None) -> None:
                 ]
             print(json.dumps(row), flush=True)
         elif decode.n_best > 1:
-            for rank, hypothesis in enumerate(result.hypotheses, start=1):
-                print(f"{result.path}\t{rank}\t{hypothesis.score:.4f}\t{' '.join(vocab.decode(hypothesis.tokens))}", flush=True)
+            for rank, h in enumerate(result.hypotheses, start=1):
+                print(f"{result.path}\t{rank}\t{h.score:.4f}\t{' '.join(vocab.decode(h.tokens))}", flush=True)
         else:
             print(f"{result.path}\t{' '.join(words)}", flush=True)
         if args.attention_dir:

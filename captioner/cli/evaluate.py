@@ -21,17 +21,29 @@ FLAGS = {
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description="Evaluate a captioner checkpoint on a dataset split.", formatter_class=HelpFormatter)
+    parser = argparse.ArgumentParser(
+        description="Evaluate a captioner checkpoint on a dataset split.", formatter_class=HelpFormatter
+    )
     parser.add_argument("--checkpoint", required=True, help="checkpoint file, e.g. checkpoint_best.pt of a run")
     parser.add_argument("--data", help="dataset folder (default: the checkpoint's data.root)")
-    parser.add_argument("--format", choices=FORMATS, help="annotation format of --data (default: the checkpoint's data.format)")
-    parser.add_argument("--split", default="test", choices=SPLITS, help="which split of the dataset to caption and score")
-    parser.add_argument("--beam-size", type=int, help="beams per image, 1 = greedy (default: the checkpoint's decode.beam_size)")
-    parser.add_argument("--max-length", type=int, help="words generated at most (default: the checkpoint's decode.max_length)")
+    parser.add_argument(
+        "--format", choices=FORMATS, help="annotation format of --data (default: the checkpoint's data.format)"
+    )
+    parser.add_argument(
+        "--split", default="test", choices=SPLITS, help="which split of the dataset to caption and score"
+    )
+    parser.add_argument(
+        "--beam-size", type=int, help="beams per image, 1 = greedy (default: the checkpoint's decode.beam_size)"
+    )
+    parser.add_argument(
+        "--max-length", type=int, help="words generated at most (default: the checkpoint's decode.max_length)"
+    )
     parser.add_argument("--batch-size", type=positive_int, default=32, help="images captioned per forward pass")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     parser.add_argument("--spice", action="store_true", help="also compute SPICE (needs its Stanford CoreNLP models)")
-    parser.add_argument("--results", metavar="FILE", help="write the captions to FILE in the COCO results format (default: none)")
+    parser.add_argument(
+        "--results", metavar="FILE", help="write the captions to FILE in the COCO results format (default: none)"
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     return parser
 

@@ -25,7 +25,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     )
     add_config_arguments(parser)
     parser.add_argument(
-        "--resume", metavar="RUN_DIR", help="continue the run saved in RUN_DIR, with its saved config (default: a new run)"
+        "--resume", metavar="RUN_DIR",
+        help="continue the run saved in RUN_DIR, with its saved config (default: a new run)",
     )
     parser.add_argument(
         "--stop-after-epoch", type=positive_int, metavar="K",
