@@ -1,15 +1,19 @@
-"""Load test of the demo page's `/caption` endpoint; prints one JSON object.
+"""Speed and load test of the demo page's `/caption` endpoint; prints one JSON object.
 
 Serves the page in-process on 127.0.0.1 (or uses a running one at --url, which must be local and
-serve the same --checkpoint), then starts --clients threads, each with its own gradio_client
-`Client`, that send --requests captions each, cycling over a few images: the bundled examples, or
-random shapes scenes when there are none. Every answer is checked against the handler called
-directly on the same image (the caption, its words, the strip's captions); a wrong answer or an
-error counts as a failure. Latency is per request, from submit to result, as the client sees it:
-it includes the queue wait (the page runs QUEUE["default_concurrency_limit"] captions at once).
+serve the same --checkpoint). First one client sends --sequential requests one after another: their
+median latency is what one visitor waits for a caption ("single_client.latency_ms"). Then --clients
+threads, each with its own gradio_client `Client`, send --requests requests each at once, cycling
+over a few images (the bundled examples, or random shapes scenes when there are none); one request
+of each client is a bad upload, a text file named like an image. Every answer is checked against
+the handler called directly on the same image (the caption, its words, the strip's captions, the
+details); every bad upload must be refused with its message ("not an image"). A wrong answer, an
+error on a good image or a bad upload let through counts as a failure. Latency is per request, from
+submit to result, as the client sees it: under load it includes the queue wait (the page runs
+QUEUE["default_concurrency_limit"] captions at once).
 
     python benchmarks/load_app.py [--checkpoint assets/shapes_model.pt] [--url http://127.0.0.1:7860/]
-                                  [--clients 8] [--requests 10] [--beam-size 3]
+                                  [--sequential 30] [--clients 8] [--requests 6] [--beam-size 3]
 
 The exit status is 1 when any request failed.
 """
@@ -45,8 +49,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--checkpoint", default=str(BUNDLED_CHECKPOINT),
                         help="checkpoint served (and used to check answers)")
     parser.add_argument("--url", help="a running page on this machine (default: serve one in-process)")
+    parser.add_argument("--sequential", type=int, default=30, help="requests of the single-client phase")
     parser.add_argument("--clients", type=int, default=8, help="concurrent clients, one thread and Client each")
-    parser.add_argument("--requests", type=int, default=10, help="requests per client")
+    parser.add_argument("--requests", type=int, default=6, help="requests per client, one of them a bad upload")
     parser.add_argument("--images", type=int, default=4, help="random scenes to use when there are no example images")
     parser.add_argument("--beam-size", type=int, default=3, help="beam size of every request")
     parser.add_argument("--max-length", type=int,
@@ -67,33 +72,63 @@ def load_images(folder: Path, count: int) -> list[Path]:
     return paths
 
 
-def run_client(url: str, jobs: list[tuple[Path, str]], options: tuple, start: threading.Barrier, results: list) -> None:
-    """Send `jobs` (image, expected caption) one after another; append (ok, latency_s, error) each."""
+BAD_UPLOAD_MESSAGE = "not an image"
+
+
+def run_client(url: str, jobs: list[tuple[Path, dict | None]], options: tuple, start: threading.Barrier,
+               results: list) -> None:
+    """Send `jobs` (image, the expected answer, or None for a bad upload) one after another; append
+    (good: bool, ok: bool, latency_s, error) for each."""
     try:
         client = Client(url, verbose=False, download_files=False)
     except Exception as error:  # the page is not there: every request of this client fails
         client, message = None, f"cannot connect: {type(error).__name__}: {error}"
     start.wait(TIMEOUT_S)
     if client is None:
-        results.extend((False, 0.0, message) for _ in jobs)
+        results.extend((expected is not None, False, 0.0, message) for _, expected in jobs)
         return
     for path, expected in jobs:
         began = time.perf_counter()
         try:
             job = client.submit(handle_file(str(path)), *options, api_name="/caption")
-            text, words, gallery, _, files = job.result(timeout=TIMEOUT_S)
+            text, words, gallery, _, details = job.result(timeout=TIMEOUT_S)
             latency = time.perf_counter() - began
-            tokens = [w["token"] for w in words]
-            ok = text == expected and tokens == text.split() == [g["caption"] for g in gallery] and len(files) == 2
-            results.append((ok, latency, None if ok else f"{path.name}: got {text!r}, expected {expected!r}"))
-        except Exception as error:  # an AppError, a timeout, a dropped connection: all are failures
-            results.append((False, time.perf_counter() - began, f"{path.name}: {type(error).__name__}: {error}"))
+            if expected is None:
+                results.append((False, False, latency, f"{path.name}: a bad upload was captioned {text!r}"))
+                continue
+            ok = (text == expected["text"] and [w["token"] for w in words] == text.split()
+                  and [g["caption"] for g in gallery] == expected["strip"] and details == expected["details"])
+            results.append((True, ok, latency, None if ok else f"{path.name}: got {text!r}, expected {expected['text']!r}"))
+        except Exception as error:  # an AppError, a timeout, a dropped connection
+            latency, message = time.perf_counter() - began, f"{path.name}: {type(error).__name__}: {error}"
+            refused = expected is None and BAD_UPLOAD_MESSAGE in str(error)
+            results.append((expected is not None, refused, latency, None if refused else message))
 
 
 def free_port() -> int:
     with socket.socket() as s:  # launch(server_port=0) fails gradio's own health check
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def latency_ms(latencies: list[float]) -> dict:
+    values = np.array(latencies) * 1000
+    return {f"p{q}": round(float(np.percentile(values, q)), 1) for q in (50, 90, 99)} | {"max": round(float(values.max()), 1)}
+
+
+def run_phase(url: str, client_jobs: list[list], options: tuple) -> tuple[list, float]:
+    """Each list of jobs sent by its own client, all clients at once: (results, wall seconds)."""
+    results: list = []
+    start = threading.Barrier(len(client_jobs) + 1)
+    threads = [threading.Thread(target=run_client, args=(url, jobs, options, start, results), daemon=True)
+               for jobs in client_jobs]
+    for thread in threads:
+        thread.start()
+    start.wait(TIMEOUT_S)
+    began = time.perf_counter()
+    for thread in threads:
+        thread.join()
+    return results, time.perf_counter() - began
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -105,48 +140,54 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory(prefix="captioner-load-") as tmp:
         os.environ["GRADIO_TEMP_DIR"] = str(Path(tmp) / "gradio")  # read when the components are built
         images = load_images(Path(tmp), args.images)
-        expected = {path: demo.caption(str(path), *options)[0] for path in images}  # read as the server reads it
+        expected = {}
+        for path in images:
+            text, _, strip, _, details, _ = demo.caption(str(path), *options)  # read as the server reads it
+            expected[path] = {"text": text, "strip": [label for _, label in strip], "details": details}
+        bad = Path(tmp) / "bad_upload.png"
+        bad.write_text("a text file named like an image")
         page = None
         url = args.url
         if url is None:
             page = create_demo(demo=demo)
             launch(page, port=free_port(), prevent_thread_lock=True, quiet=True)
             url = page.local_url
-        results: list = []
-        start = threading.Barrier(args.clients + 1)
-        threads = []
+        sequential = [(images[r % len(images)], expected[images[r % len(images)]]) for r in range(args.sequential)]
+        single, _ = run_phase(url, [sequential], options)
+        client_jobs = []
         for c in range(args.clients):
-            paths = [images[(c + r) % len(images)] for r in range(args.requests)]
-            jobs = [(path, expected[path]) for path in paths]
-            threads.append(threading.Thread(target=run_client, args=(url, jobs, options, start, results), daemon=True))
-            threads[-1].start()
-        start.wait(TIMEOUT_S)
-        began = time.perf_counter()
-        for thread in threads:
-            thread.join()
-        wall = time.perf_counter() - began
+            jobs = [(images[(c + r) % len(images)], expected[images[(c + r) % len(images)]]) for r in range(args.requests - 1)]
+            jobs.insert(c % args.requests, (bad, None))  # the bad upload at a different place for each client
+            client_jobs.append(jobs)
+        results, wall = run_phase(url, client_jobs, options)
         if page is not None:
             with contextlib.redirect_stdout(sys.stderr):  # gradio prints "Closing server..."; stdout is the JSON
                 page.close()
-    latencies = np.array([latency for _, latency, _ in results]) * 1000
-    failures = [error for ok, _, error in results if not ok]
+    failures = [error for _, ok, _, error in single + results if not ok]
+    good = [(ok, latency) for is_good, ok, latency, _ in results if is_good]
+    bad_ones = [ok for is_good, ok, _, _ in results if not is_good]
     report = {
         "url": url,
         "checkpoint": str(args.checkpoint),
         "images": len(images),
-        "distinct_captions": len(set(expected.values())),  # answers mixed up between images would show
-        "clients": args.clients,
-        "requests": len(results),
-        "successes": len(results) - len(failures),
-        "failures": len(failures),
-        "first_errors": failures[:3],
-        "concurrency_limit": QUEUE["default_concurrency_limit"],
+        "distinct_captions": len({e["text"] for e in expected.values()}),  # mixed-up answers would show
         "beam_size": options[0],
         "max_length": options[2],
-        "latency_ms": {f"p{q}": round(float(np.percentile(latencies, q)), 1) for q in (50, 90, 99)}
-        | {"max": round(float(latencies.max()), 1)},
-        "wall_s": round(wall, 2),
-        "requests_per_s": round(len(results) / wall, 2),
+        "single_client": {"requests": len(single), "answered": sum(ok for _, ok, _, _ in single),
+                          "latency_ms": latency_ms([latency for *_, latency, _ in single])},
+        "concurrent": {
+            "clients": args.clients,
+            "concurrency_limit": QUEUE["default_concurrency_limit"],
+            "good_requests": len(good),
+            "good_answered": sum(ok for ok, _ in good),
+            "bad_uploads": len(bad_ones),
+            "bad_refused": sum(bad_ones),
+            "latency_ms": latency_ms([latency for _, latency in good]),
+            "wall_s": round(wall, 2),
+            "requests_per_s": round(len(results) / wall, 2),
+        },
+        "failures": len(failures),
+        "first_errors": failures[:3],
     }
     print(json.dumps(report, indent=2))
     sys.exit(1 if failures else 0)

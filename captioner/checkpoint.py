@@ -81,8 +81,10 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu"):
     return model.to(device).eval(), vocab, config, state
 
 
-def export_model(source: str | os.PathLike, target: str | os.PathLike, meta: dict) -> None:
+def export_model(source: str | os.PathLike, target: str | os.PathLike, meta: dict, **extra) -> None:
     """A slim copy of a checkpoint for serving: weights, config and vocabulary, no optimizer or
-    RNG state, plus `meta` (name, training data, figures) shown by the demo page."""
+    RNG state, plus `meta` (name, training data, figures) shown by the demo page and `extra`
+    (feature_stats: see captioner/novelty.py)."""
     state = load_checkpoint(source)
-    save_checkpoint(target, {key: state[key] for key in (*REQUIRED_KEYS, "epoch") if key in state} | {"meta": meta})
+    kept = {key: state[key] for key in (*REQUIRED_KEYS, "epoch") if key in state}
+    save_checkpoint(target, kept | {"meta": meta} | extra)

@@ -2,11 +2,16 @@
 
 A captioner can only describe the world it was trained on; given anything else it still writes a
 fluent caption in that world's words. To say so beside the caption, each image is summarised by its
-annotation vectors a (P, D) as s = [mean_i a_i, max_i a_i, std_i a_i] (3D numbers: what the grid
-holds on average, at its strongest, and how varied it is), and its novelty is the squared
-Mahalanobis distance of s from the training images' summaries, per dimension:
+annotation vectors a (P, D), channel by channel, as
 
-    novelty(s) = (s - mu)^T Sigma^-1 (s - mu) / 3D
+    s = [mean_i a_i, max_i a_i, std_i a_i, log mean_i a_i^2]    (4D numbers)
+
+what the grid holds on average, at its strongest, how varied it is, and the log of its energy (which
+tells a channel that is silent over the whole picture, as on a page of text or a blank one, from one
+that is merely weak). Its novelty is the squared Mahalanobis distance of s from the training
+images' summaries, per dimension:
+
+    novelty(s) = (s - mu)^T Sigma^-1 (s - mu) / 4D
 
 about 1 or less for images like the training ones. mu and Sigma are fitted on training images
 (Sigma with a small ridge, so constant channels such as the cell coordinates do no harm); the
@@ -17,17 +22,21 @@ The statistics travel in the checkpoint under "feature_stats" as plain tensors; 
 computes them.
 """
 
+import random
+
 import torch
 from tqdm import tqdm
 
+ENERGY_FLOOR = 1e-6  # a channel's mean energy is counted as at least this before its log
 RIDGE = 1e-3  # added to Sigma's diagonal, times its mean variance
 MARGIN = 2.0  # threshold = MARGIN x the 99th percentile of held-out novelty
 
 
 def summarize(features: torch.Tensor) -> torch.Tensor:
-    """Annotation vectors (B, P, D) -> summaries (B, 3D) in float64."""
+    """Annotation vectors (B, P, D) -> summaries (B, 4D) in float64."""
     features = features.double()
-    return torch.cat([features.mean(1), features.amax(1), features.std(1)], dim=-1)
+    energy = features.square().mean(1).clamp_min(ENERGY_FLOOR).log()
+    return torch.cat([features.mean(1), features.amax(1), features.std(1), energy], dim=-1)
 
 
 def fit(train: torch.Tensor, held_out: torch.Tensor) -> dict:
@@ -63,7 +72,7 @@ def check(stats: object) -> dict | None:
 
 @torch.inference_mode()
 def encode_summaries(encoder, images, batch_size: int = 64, desc: str | None = None) -> torch.Tensor:
-    """Summaries (N, 3D) of a sequence of preprocessed images (3, S, S); None items are skipped."""
+    """Summaries (N, 4D) of a sequence of preprocessed images (3, S, S); None items are skipped."""
     device = next(encoder.parameters()).device
     summaries, batch = [], []
     for image in tqdm(images, desc=desc, unit="img", disable=desc is None):
@@ -75,3 +84,20 @@ def encode_summaries(encoder, images, batch_size: int = 64, desc: str | None = N
     if batch:
         summaries.append(summarize(encoder(torch.stack(batch).to(device))).cpu())
     return torch.cat(summaries) if summaries else torch.empty(0, dtype=torch.float64)
+
+
+def fit_on_data(model, data, train_images: int = 2000, held_out_images: int = 500, seed: int = 0) -> dict:
+    """Statistics of `model`'s encoder on up to `train_images` training images of `data` (a
+    DataConfig), drawn at random with `seed`, thresholded on up to `held_out_images` of its
+    validation split. Unreadable images are reported and left out."""
+    from captioner.data.dataset import ImageInput  # the data readers only where data is read
+    from captioner.data.readers import read_split
+
+    samples = {}
+    for split, count in (("train", train_images), ("val", held_out_images)):
+        records = read_split(data, split)
+        records = random.Random(seed).sample(records, min(count, len(records)))
+        inputs = ImageInput(records, data.image_size)
+        samples[split] = encode_summaries(model.encoder, (inputs[i] for i in range(len(records))),
+                                          desc=f"feature statistics ({split})")
+    return fit(samples["train"], samples["val"])

@@ -3,7 +3,9 @@
 Plain output is `path<TAB>caption` per image; with --n-best n > 1 it is n lines per image,
 `path<TAB>rank<TAB>score<TAB>caption`, rank 1 the best and score the caption's total
 log-probability (a --length-penalty ranks by the penalized score). --json prints one JSON object per
-image; its "n_best" list holds {"rank", "caption", "score"}. A file that cannot be read gets one
+image; its "n_best" list holds {"rank", "caption", "score"}, and "novelty" and "outside_training" say
+how far the image lies from the training images (captioner/novelty.py; null when the checkpoint has
+no feature statistics); plain output warns on stderr about an image outside them. A file that cannot be read gets one
 error line on stderr (and a JSON object with "error"), the others are captioned, and the exit status
 is 1 when any failed. A bad option value exits with status 2 and the usage line, as argparse does.
 """
@@ -16,6 +18,7 @@ from pathlib import Path
 
 import torch
 
+from captioner import novelty
 from captioner.checkpoint import CheckpointError, load_model
 from captioner.cli import HelpFormatter, positive_int, usage_error
 from captioner.config import ConfigError
@@ -122,20 +125,21 @@ def main(argv: list[str] | None = None) -> None:
     except ConfigError as error:
         parser.error(f"argument --device: {error}")
     try:
-        model, vocab, config, _ = load_model(args.checkpoint, device)
+        model, vocab, config, state = load_model(args.checkpoint, device)
     except CheckpointError as error:
         sys.exit(f"error: {error}")
     try:
         decode = _decode_config(config, args)
     except ConfigError as error:
         usage_error(parser, error, FLAGS)
+    feature_stats = novelty.check(state.get("feature_stats"))
     paths, errors = expand_paths(args.paths)
     for message in errors:
         _report_error(message, args.json)
     failures, stems = len(errors), set()
     results = caption_files(
         model, vocab, paths, config.data.image_size, decode, batch_size=args.batch_size,
-        progress=len(paths) > 8, generator=torch.Generator().manual_seed(args.seed),
+        progress=len(paths) > 8, generator=torch.Generator().manual_seed(args.seed), feature_stats=feature_stats,
     )
     for result in results:
         if isinstance(result, Failed):
@@ -144,8 +148,14 @@ def main(argv: list[str] | None = None) -> None:
             continue
         best = result.hypotheses[0]
         words = vocab.decode(best.tokens)
+        outside = None if result.novelty is None else result.novelty > feature_stats["threshold"]
+        if outside and not args.json:
+            print(f"note: {result.path} looks unlike the images the model was trained on (novelty "
+                  f"{result.novelty:.1f} > {feature_stats['threshold']:.1f}): its caption is likely wrong",
+                  file=sys.stderr, flush=True)
         if args.json:
-            row = {"image": str(result.path), "caption": " ".join(words), "score": best.score, "words": words}
+            row = {"image": str(result.path), "caption": " ".join(words), "score": best.score, "words": words,
+                   "novelty": result.novelty, "outside_training": outside}
             if args.with_attention:
                 G = model.grid_size
                 row["attention"] = [alpha.reshape(G, G).tolist() for alpha in best.alphas]
