@@ -23,6 +23,7 @@ n-best, details); every UI-only event is private. The handlers are in `captioner
 """
 
 import argparse
+import logging
 import sys
 from pathlib import Path
 
@@ -204,6 +205,7 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(f"error: {error}{hint}")
     except ConfigError as error:
         sys.exit(f"error: {error}")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")  # one line per refusal
     launch(page, args.host, args.port, args.share)
 
 

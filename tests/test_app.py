@@ -239,6 +239,15 @@ def test_errors_reach_the_client_and_the_server_keeps_serving(client, scene_file
     assert text and text.split() == [w["token"] for w in words]
 
 
+def test_a_refused_request_logs_one_line_and_no_traceback(client, bad_files, caplog, capfd):
+    notes, _ = bad_files
+    with caplog.at_level("WARNING", logger="captioner.demo"), pytest.raises(AppError, match="not an image"):
+        client.predict(handle_file(str(notes)), 1, "none", 8, api_name="/caption")
+    assert [r.getMessage() for r in caplog.records if r.name == "captioner.demo"] == [
+        "refused a request: Cannot read image 'notes.png': not an image file, or a format Pillow cannot read."]
+    assert "Traceback" not in capfd.readouterr().err
+
+
 def test_the_page_has_examples_and_decoding_defaults(app_url, caption_demo):
     page_config = Client(app_url, verbose=False).config
     components = page_config["components"]
