@@ -29,8 +29,8 @@ from pathlib import Path
 
 import gradio as gr
 
+from captioner.assets import BUNDLED_CHECKPOINT, EXAMPLES_DIR
 from captioner.checkpoint import CheckpointError
-from captioner.cli.caption import BUNDLED_CHECKPOINT
 from captioner.config import ConfigError
 from captioner.decoding import LENGTH_PENALTIES
 from captioner.demo_handlers import (
@@ -42,9 +42,8 @@ from captioner.demo_handlers import (
     WordAttention,
     random_scene,
 )
-from captioner.training import resolve_device
+from captioner.devices import resolve_device
 
-EXAMPLES_DIR = BUNDLED_CHECKPOINT.parent / "examples" / "images"  # a shapes test split, truth beside it
 EXAMPLE_SUFFIXES = (".png", ".jpg", ".jpeg")
 QUEUE = {"default_concurrency_limit": 2, "max_size": 32}  # two captions at once, 32 waiting at most
 MAX_FILE_SIZE = "50mb"  # uploads above this are refused before they reach the handler

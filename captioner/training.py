@@ -30,6 +30,7 @@ from captioner.config import Config, ConfigError, TrainConfig, config_from_dict,
 from captioner.data.dataset import CaptionDataset, ImageInput, collate
 from captioner.data.feature_cache import FeatureCache
 from captioner.data.readers import read_split
+from captioner.devices import resolve_device
 from captioner.evaluation import (
     CAPTION_KEYS,
     available_metrics,
@@ -47,20 +48,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-
-
-def resolve_device(name: str) -> torch.device:
-    """auto | cpu | cuda | cuda:N as a torch.device; ConfigError for a name torch does not know or
-    a GPU this machine does not have."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise ConfigError(f"device {name!r}: not a device name; use auto, cpu, cuda or cuda:N") from None
-    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
-        raise ConfigError(f"device {name!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
-    return device
 
 
 def autocast_dtype(amp: str, device: torch.device) -> torch.dtype | None:

@@ -60,7 +60,7 @@ def app_checkpoint():
     the one every visitor meets (a barely trained model looks the same way for every word)."""
     from pathlib import Path
 
-    from captioner.cli.caption import BUNDLED_CHECKPOINT
+    from captioner.assets import BUNDLED_CHECKPOINT
 
     return Path(os.environ.get("CAPTIONER_APP_CHECKPOINT", BUNDLED_CHECKPOINT))
 

@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 
 from captioner import app
+from captioner.assets import BUNDLED_CHECKPOINT
 from captioner.cli import cache_features, caption, evaluate, export, train
 from captioner.config import config_keys
 
-BUNDLED = Path(__file__).resolve().parents[1] / "assets" / "shapes_model.pt"
 COMMANDS = {
     "caption": caption, "captioner-eval": evaluate, "captioner-train": train, "captioner-export": export,
     "captioner-cache-features": cache_features, "captioner-demo": app,
@@ -64,10 +64,10 @@ def test_bad_config_values_are_usage_errors(capsys):
 
 
 def test_evaluation_errors_name_its_flags(capsys):
-    code, _, err = run(evaluate.main, ["--checkpoint", str(BUNDLED), "--device", "cpu", "--beam-size", "0"], capsys)
+    code, _, err = run(evaluate.main, ["--checkpoint", str(BUNDLED_CHECKPOINT), "--device", "cpu", "--beam-size", "0"], capsys)
     assert code == 2 and err.startswith("usage: ")
     assert "error: --beam-size must be >= 1, got 0" in err
-    code, _, err = run(evaluate.main, ["--checkpoint", str(BUNDLED), "--batch-size", "0"], capsys)
+    code, _, err = run(evaluate.main, ["--checkpoint", str(BUNDLED_CHECKPOINT), "--batch-size", "0"], capsys)
     assert code == 2 and "argument --batch-size: must be >= 1, got 0" in err
-    code, _, _ = run(evaluate.main, ["--checkpoint", str(BUNDLED), "--device", "cpu", "--data", "no/such"], capsys)
+    code, _, _ = run(evaluate.main, ["--checkpoint", str(BUNDLED_CHECKPOINT), "--device", "cpu", "--data", "no/such"], capsys)
     assert code == f"error: no/such: dataset folder (--data) not found (relative to {Path.cwd()})"

@@ -85,7 +85,7 @@ def test_shipped_configs_are_valid():
 
 @pytest.mark.parametrize("name", ["gpu0", "cuda:99"])
 def test_unknown_or_missing_device_is_a_config_error(name):
-    from captioner.training import resolve_device
+    from captioner.devices import resolve_device
 
     with pytest.raises(ConfigError, match=f"device '{name}'"):
         resolve_device(name)

@@ -15,8 +15,8 @@ from captioner.config import ConfigError
 from captioner.data.feature_cache import build_feature_cache
 from captioner.data.readers import read_split
 from captioner.data.records import SPLITS, AnnotationError
+from captioner.devices import resolve_device
 from captioner.model.encoder import Encoder
-from captioner.training import resolve_device
 
 
 def get_args_parser() -> argparse.ArgumentParser:

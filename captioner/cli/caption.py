@@ -19,16 +19,16 @@ from pathlib import Path
 import torch
 
 from captioner import novelty
+from captioner.assets import BUNDLED_CHECKPOINT
 from captioner.checkpoint import CheckpointError, load_model
 from captioner.cli import HelpFormatter, positive_int, usage_error
 from captioner.config import ConfigError
 from captioner.data.images import ImageError, load_image
 from captioner.decoding import LENGTH_PENALTIES, check_decode_config
+from captioner.devices import resolve_device
 from captioner.inference import Failed, caption_files
-from captioner.training import resolve_device
 from captioner.visualize import save_attention
 
-BUNDLED_CHECKPOINT = Path(__file__).resolve().parents[2] / "assets" / "shapes_model.pt"
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
 # Options that set decode.<key>; a ConfigError about decode.<key> names the option instead.
 DECODE_OPTIONS = ("beam_size", "length_penalty", "max_length", "n_best", "sample", "temperature", "top_k", "top_p")

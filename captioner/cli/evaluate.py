@@ -10,8 +10,8 @@ from captioner.config import ConfigError
 from captioner.data.readers import FORMATS, read_split
 from captioner.data.records import SPLITS, AnnotationError
 from captioner.decoding import check_decode_config
+from captioner.devices import resolve_device
 from captioner.evaluation import MetricUnavailable, evaluate_model, write_coco_results
-from captioner.training import resolve_device
 
 # The config key each option sets; errors about the key name the option.
 FLAGS = {

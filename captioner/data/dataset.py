@@ -1,4 +1,5 @@
-"""The torch Dataset over ImageRecords, and the collate function that pads captions.
+"""The torch Dataset over ImageRecords, and the collate function that pads captions; `ImageFiles`,
+the Dataset of image files that captioning and the feature cache read.
 
 An item's input is the preprocessed image, or its cached encoder features when training reads a
 feature cache (`ImageInput` or `captioner.data.feature_cache.FeatureCache`). Training draws one
@@ -8,6 +9,7 @@ from its batch; the rest of the batch goes on.
 """
 
 import sys
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -16,6 +18,24 @@ from torch.utils.data import Dataset
 from captioner.data.images import ImageError, load_image, preprocess
 from captioner.data.records import ImageRecord
 from captioner.vocab import Vocab
+
+
+class ImageFiles(Dataset):
+    """Items are (image (3, S, S), index, (width, height)), or (None, index, error message)."""
+
+    def __init__(self, paths: list[Path], image_size: int):
+        self.paths = paths
+        self.image_size = image_size
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int):
+        try:
+            image = load_image(self.paths[index])
+        except ImageError as error:
+            return None, index, str(error)
+        return preprocess(image, self.image_size), index, image.size
 
 
 class ImageInput:

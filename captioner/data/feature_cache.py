@@ -17,9 +17,9 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from captioner.config import Config, ConfigError
+from captioner.data.dataset import ImageFiles
 from captioner.data.records import ImageRecord
 from captioner.files import atomic_write
-from captioner.inference import ImageFiles
 
 
 def cache_key(config: Config) -> dict:
