@@ -11,9 +11,12 @@ unfinished (`finished=False`), without that word. In beam search "its word" is t
 likely next word, so that beam size 1 is exactly greedy decoding. No method ever generates <pad> or
 <start>, nor <unk> when `suppress_unk` is set.
 
+All three search with the one step interface `Stepper` of the plain decoder and of the inference
+engine (captioner/engine.py), which everything that captions uses.
+
 Beam search runs B images x K beams as one tensor program (rows b*K + k of the decoder state): the
 decoder's memory (attention keys and values) is computed once per image and shared by its K
-beams, never copied (see `Attention`); the first step extends a single beam per image (the others
+beams, never copied (see `AdditiveAttention`); the first step extends a single beam per image (the others
 start at -inf) so beams do not duplicate, and each step takes the top K of the K*V extensions of
 each image. A beam that emits <end> leaves the search: its score goes into a per-image pool indexed
 by (step, slot), and its beam is set to -inf. The words, back-pointers and attention maps of every
@@ -27,14 +30,25 @@ last step. Length penalties (applied when ranking finished hypotheses, with the 
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 import torch
 
 from captioner.config import ConfigError, DecodeConfig
-from captioner.model.decoder import Decoder
 from captioner.vocab import Vocab
 
 LENGTH_PENALTIES = ("none", "average", "gnmt")
+
+
+class Stepper(Protocol):
+    """What the searches decode with: `captioner.model.decoder.Decoder` (the plain model) or
+    `captioner.engine.InferenceEngine` (built from it for speed)."""
+
+    def init_state(self, features: torch.Tensor):
+        """h, c (B, H) and a memory of features (B, P, D) that the searches only pass on."""
+
+    def step(self, memory, words: torch.Tensor, h: torch.Tensor, c: torch.Tensor):
+        """Previous words (N,), h, c (N, H), N = B*K in rows b*K + k -> log-probs (N, V), alpha (N, P), h, c."""
 
 
 @dataclass
@@ -79,18 +93,6 @@ def rank_hypotheses(hypotheses: list[Hypothesis], config: DecodeConfig) -> list[
     return ranking_score(torch.tensor([h.score for h in hypotheses]), lengths, config).tolist()
 
 
-# A search over this many images or fewer reads a projected `Memory` (see decoder.py): the few
-# rows of such a step take as long as reading the context's 20 MB of weights, which projecting once
-# per image saves; with more images the step's products are bound by arithmetic, and projecting
-# 196 positions costs more than 5 beams x 21 steps of context. Beam 5, batch 1, paper sizes, runs
-# taken in turn: 118 ms instead of 132 (`beam5_batch1_ab_*` of benchmarks/decode.py, two runs).
-PROJECT_MAX_IMAGES = 1
-
-
-def project_memory(images: int) -> bool:
-    return images <= PROJECT_MAX_IMAGES
-
-
 def _prepare_log_probs(log_probs: torch.Tensor, vocab: Vocab, suppress_unk: bool) -> torch.Tensor:
     """Rules out, in place, the words a caption never contains: <pad>, <start>, and <unk> if asked."""
     log_probs[:, [vocab.pad, vocab.start, vocab.unk] if suppress_unk else [vocab.pad, vocab.start]] = float("-inf")
@@ -98,11 +100,11 @@ def _prepare_log_probs(log_probs: torch.Tensor, vocab: Vocab, suppress_unk: bool
 
 
 def _one_path(
-    decoder: Decoder, features: torch.Tensor, vocab: Vocab, config: DecodeConfig, choose: Callable
+    decoder: Stepper, features: torch.Tensor, vocab: Vocab, config: DecodeConfig, choose: Callable
 ) -> list[Hypothesis]:
     """One hypothesis per image, `choose(log_probs (B, V)) -> words (B,)` picking each word."""
     B = features.shape[0]
-    h, c, memory = decoder.init_state(features, project=project_memory(B))
+    h, c, memory = decoder.init_state(features)
     words = torch.full((B,), vocab.start, dtype=torch.long, device=features.device)
     finished = torch.zeros(B, dtype=torch.bool, device=features.device)
     lengths = torch.full((B,), config.max_length, dtype=torch.long, device=features.device)
@@ -131,7 +133,7 @@ def _one_path(
 
 
 @torch.inference_mode()
-def greedy(decoder: Decoder, features: torch.Tensor, vocab: Vocab, config: DecodeConfig) -> list[Hypothesis]:
+def greedy(decoder: Stepper, features: torch.Tensor, vocab: Vocab, config: DecodeConfig) -> list[Hypothesis]:
     """The most likely word at each step, for features (B, P, D)."""
     return _one_path(decoder, features, vocab, config, lambda log_probs: log_probs.argmax(-1))
 
@@ -153,7 +155,7 @@ def filter_logits(log_probs: torch.Tensor, config: DecodeConfig) -> torch.Tensor
 
 @torch.inference_mode()
 def sample(
-    decoder: Decoder,
+    decoder: Stepper,
     features: torch.Tensor,
     vocab: Vocab,
     config: DecodeConfig,
@@ -171,7 +173,7 @@ def sample(
 
 
 @torch.inference_mode()
-def beam_search(decoder: Decoder, features: torch.Tensor, vocab: Vocab, config: DecodeConfig) -> list[list[Hypothesis]]:
+def beam_search(decoder: Stepper, features: torch.Tensor, vocab: Vocab, config: DecodeConfig) -> list[list[Hypothesis]]:
     """The n-best hypotheses of each image of features (B, P, D), best first, by beam search
     (fewer when the search makes fewer: max_length 0 leaves a single hypothesis)."""
     check_decode_config(config)
@@ -180,7 +182,7 @@ def beam_search(decoder: Decoder, features: torch.Tensor, vocab: Vocab, config: 
     device, inf = features.device, float("-inf")
     # The memory (keys and values) is computed once per image and stays (B, P, ...): the decoder's
     # attention shares it among the K beams of each image (rows b*K + k of h, c and words).
-    h, c, memory = decoder.init_state(features, project=project_memory(B))  # (B, H), (B, H)
+    h, c, memory = decoder.init_state(features)  # (B, H), (B, H)
     scores = torch.zeros(B, K, device=device)  # log-probs of the live beams; -inf: no beam
     scores[:, 1:] = inf
     words = torch.full((B,), vocab.start, dtype=torch.long, device=device)  # one row per image at t = 0
@@ -257,7 +259,7 @@ def _n_best(pool, ended_last, history_words, history_parents, history_alphas, la
 
 
 def search(
-    decoder: Decoder,
+    decoder: Stepper,
     features: torch.Tensor,
     vocab: Vocab,
     config: DecodeConfig,

@@ -35,6 +35,7 @@ from captioner.config import ConfigError, DecodeConfig
 from captioner.data.images import ImageError, load_image, preprocess, to_rgb
 from captioner.data.shapes import make_scene, render
 from captioner.decoding import LENGTH_PENALTIES, Hypothesis, check_decode_config, rank_hypotheses
+from captioner.engine import InferenceEngine
 from captioner.inference import caption_batch
 from captioner.visualize import overlay_attention, save_attention
 
@@ -127,6 +128,7 @@ class CaptionDemo:
 
     def __init__(self, model, vocab, config, state: dict | None = None, name: str = "checkpoint"):
         self.model, self.vocab, self.config = model, vocab, config
+        self.engine = InferenceEngine(model)  # what decodes: built once, from the model's weights
         state = state or {}  # not kept whole: it holds the optimizer state too
         self.meta = state["meta"] if isinstance(state.get("meta"), dict) else {}
         self.best_score = state.get("best_score")
@@ -195,7 +197,7 @@ class CaptionDemo:
         """The n-best captions of one RGB image, best first, and its novelty (None without feature
         statistics): the CLI's preprocessing and search."""
         x = preprocess(image, self.config.data.image_size).unsqueeze(0)  # (1, 3, S, S)
-        hypotheses, novelties = caption_batch(self.model, self.vocab, x, decode, feature_stats=self.feature_stats)
+        hypotheses, novelties = caption_batch(self.engine, self.vocab, x, decode, feature_stats=self.feature_stats)
         return hypotheses[0], novelties[0]
 
     def caption(self, image, beam_size=None, length_penalty=None, max_length=None):

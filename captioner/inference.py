@@ -1,7 +1,9 @@
-"""Captioning image files in batches: the engine under evaluation, the CLI and training's validation.
+"""Captioning image files in batches: what evaluation, the CLI, the demo and training's validation run.
 
 Images are read by DataLoader workers with the one `load_image` + `preprocess`; a file that cannot
 be read yields a `Failed` result naming it, and the other images of its batch are captioned.
+Decoding goes through an `InferenceEngine`, built once per `caption_files` call from the model's
+weights as they are then (or passed in, already built).
 """
 
 from collections.abc import Iterator
@@ -9,13 +11,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from captioner import novelty
 from captioner.config import DecodeConfig
-from captioner.data.images import ImageError, load_image, preprocess
+from captioner.data.dataset import ImageFiles
 from captioner.decoding import Hypothesis, search
+from captioner.engine import InferenceEngine
 from captioner.model.captioner import Captioner
 from captioner.vocab import Vocab
 
@@ -34,38 +37,20 @@ class Failed:
     error: str  # one line naming the file and the problem
 
 
-class ImageFiles(Dataset):
-    """Items are (image (3, S, S), index, (width, height)), or (None, index, error message)."""
-
-    def __init__(self, paths: list[Path], image_size: int):
-        self.paths = paths
-        self.image_size = image_size
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def __getitem__(self, index: int):
-        try:
-            image = load_image(self.paths[index])
-        except ImageError as error:
-            return None, index, str(error)
-        return preprocess(image, self.image_size), index, image.size
-
-
 @torch.inference_mode()
-def caption_batch(model: Captioner, vocab: Vocab, images: torch.Tensor, decode: DecodeConfig,
+def caption_batch(engine: InferenceEngine, vocab: Vocab, images: torch.Tensor, decode: DecodeConfig,
                   generator: torch.Generator | None = None, feature_stats: dict | None = None):
     """(the n-best hypotheses of each preprocessed image of images (B, 3, S, S), the novelty of each
     under `feature_stats`, or None for each without them)."""
-    features = model.encoder(images.to(next(model.parameters()).device))  # (B, P, D)
-    hypotheses = search(model.decoder, features, vocab, decode, generator)
+    features = engine.encode(images)  # (B, P, D)
+    hypotheses = search(engine, features, vocab, decode, generator)
     if feature_stats is None:
         return hypotheses, [None] * len(hypotheses)
     return hypotheses, novelty.novelty(feature_stats, novelty.summarize(features).cpu()).tolist()
 
 
 def caption_files(
-    model: Captioner,
+    model: Captioner | InferenceEngine,
     vocab: Vocab,
     paths: list[Path],
     image_size: int,
@@ -76,8 +61,9 @@ def caption_files(
     generator: torch.Generator | None = None,
     feature_stats: dict | None = None,
 ) -> Iterator[Captioned | Failed]:
-    """Captions `paths` in order, one result per path; `generator` seeds sampling; with
-    `feature_stats` each result carries its novelty."""
+    """Captions `paths` in order, one result per path, with `model` (in eval mode) or an engine built
+    from it; `generator` seeds sampling; with `feature_stats` each result carries its novelty."""
+    engine = model if isinstance(model, InferenceEngine) else InferenceEngine(model)
     loader = DataLoader(ImageFiles(list(paths), image_size), batch_size=batch_size, num_workers=num_workers, collate_fn=list)  # failures are split off before stacking
     with tqdm(total=len(paths), desc="captioning", unit="img", disable=not progress) as bar:
         for items in loader:
@@ -87,7 +73,7 @@ def caption_files(
             }
             if good:
                 images = torch.stack([image for image, _, _ in good])
-                hypotheses, novelties = caption_batch(model, vocab, images, decode, generator, feature_stats)
+                hypotheses, novelties = caption_batch(engine, vocab, images, decode, generator, feature_stats)
                 for (_, i, size), found, score in zip(good, hypotheses, novelties):
                     results[i] = Captioned(loader.dataset.paths[i], found, size, score)
             for _, i, _ in items:

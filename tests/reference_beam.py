@@ -5,7 +5,7 @@ until no beam is left or max_length is reached), candidates compared in plain Py
 the rules of `captioner.decoding` (see its docstring): K beams, each step the K best extensions
 of the live beams, a beam that emits <end> leaves the search, at most max_length words and then
 one last step where a beam ends if <end> is its most likely word and is otherwise returned
-unfinished. The tests (tests/test_decoding.py) and the benchmark (benchmarks/decode.py) import it.
+unfinished. tests/test_decoding.py and benchmarks/decode.py import it.
 """
 
 from dataclasses import dataclass, field
@@ -13,8 +13,7 @@ from dataclasses import dataclass, field
 import torch
 
 from captioner.config import DecodeConfig
-from captioner.decoding import Hypothesis
-from captioner.model.decoder import Decoder
+from captioner.decoding import Hypothesis, Stepper
 from captioner.vocab import Vocab
 
 
@@ -43,21 +42,20 @@ def _finish(beam: Beam, score: float, finished: bool, P: int) -> Hypothesis:
 
 @torch.inference_mode()
 def reference_beam_search_one(
-    decoder: Decoder, features: torch.Tensor, vocab: Vocab, config: DecodeConfig
+    decoder: Stepper, features: torch.Tensor, vocab: Vocab, config: DecodeConfig
 ) -> list[Hypothesis]:
     """The n-best hypotheses of one image, features (P, D), best first."""
     K = config.beam_size
     P = features.shape[0]
     features = features.unsqueeze(0)  # (1, P, D)
-    h, c, memory = decoder.init_state(features)  # the plain memory, never projected
+    h, c, memory = decoder.init_state(features)
     beams = [Beam(0.0, h=h[0], c=c[0])]
     pool: list[Hypothesis] = []
     for t in range(config.max_length + 1):
         if not beams:
             break
-        L = len(beams)
         words = torch.tensor([beam.tokens[-1] if beam.tokens else vocab.start for beam in beams])
-        log_probs, alpha, h, c = decoder.step(  # the L beams as L rows of the one image
+        log_probs, alpha, h, c = decoder.step(  # the live beams as rows of the one image
             memory, words, torch.stack([beam.h for beam in beams]), torch.stack([beam.c for beam in beams])
         )
         log_probs = log_probs.float()
@@ -91,7 +89,7 @@ def reference_beam_search_one(
 
 
 def reference_beam_search(
-    decoder: Decoder, features: torch.Tensor, vocab: Vocab, config: DecodeConfig
+    decoder: Stepper, features: torch.Tensor, vocab: Vocab, config: DecodeConfig
 ) -> list[list[Hypothesis]]:
     """`reference_beam_search_one` for each image of features (B, P, D)."""
     return [reference_beam_search_one(decoder, image, vocab, config) for image in features]

@@ -5,24 +5,15 @@ drawn wide (std 0.5) so that captions depend on the image and hypotheses end at 
 some by max_length, unfinished.
 """
 
-import importlib.util
-from pathlib import Path
-
 import pytest
+import reference_beam
 import torch
 from conftest import TINY_MODEL
 
-from captioner import decoding
 from captioner.config import ConfigError, DecodeConfig, ModelConfig
 from captioner.decoding import beam_search, filter_logits, greedy, sample, search
 from captioner.model.captioner import Captioner
 from captioner.vocab import SPECIALS, Vocab
-
-_spec = importlib.util.spec_from_file_location(
-    "reference_beam", Path(__file__).parents[1] / "benchmarks" / "reference_beam.py"
-)
-reference_beam = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(reference_beam)
 
 VOCAB = Vocab([*SPECIALS, *(f"w{i}" for i in range(16))])
 P, D = 16, 16
@@ -133,17 +124,6 @@ def test_early_stop_saves_steps_without_changing_the_result():
     assert_same(got, reference_beam.reference_beam_search(decoder, features, VOCAB, config))
 
 
-def test_attention_tiles_do_not_change_the_result(decoder, monkeypatch):
-    features = make_features(5, seed=13)
-    config = DecodeConfig(beam_size=4, max_length=8, n_best=2)
-    whole = beam_search(decoder, features, VOCAB, config)
-    monkeypatch.setattr(decoder.attention, "tile_elements", 2 * 4 * P * 16)  # 2 images per tile
-    tiled = beam_search(decoder, features, VOCAB, config)
-    for hypotheses, expected in zip(tiled, whole):
-        assert [(h.tokens, h.score) for h in hypotheses] == [(h.tokens, h.score) for h in expected]
-        assert all(torch.equal(h.alphas, e.alphas) for h, e in zip(hypotheses, expected))
-
-
 class MarkovDecoder(torch.nn.Module):
     """A stand-in decoder whose next-word log-probs depend only on the previous word."""
 
@@ -151,7 +131,7 @@ class MarkovDecoder(torch.nn.Module):
         super().__init__()
         self.table = probs.log()
 
-    def init_state(self, features, project=False):
+    def init_state(self, features):
         zeros = features.new_zeros(features.shape[0], 1)
         return zeros, zeros, features  # the memory is the features
 
@@ -276,14 +256,3 @@ def test_search_dispatches_and_validates(decoder):
         search(decoder, features, VOCAB, DecodeConfig(beam_size=2, n_best=3))
     with pytest.raises(ConfigError, match="decode.length_penalty"):
         search(decoder, features, VOCAB, DecodeConfig(beam_size=2, length_penalty="long"))
-
-
-@pytest.mark.parametrize("beam_size", [1, 3])
-def test_single_images_search_a_projected_memory_with_the_same_result(decoder, beam_size, monkeypatch):
-    features = make_features(3, seed=8)
-    config = DecodeConfig(beam_size=beam_size, max_length=10, n_best=beam_size)
-    assert decoding.project_memory(1)
-    projected = [search(decoder, image[None], VOCAB, config)[0] for image in features]
-    monkeypatch.setattr(decoding, "PROJECT_MAX_IMAGES", 0)
-    assert not decoding.project_memory(1)
-    assert_same(projected, [search(decoder, image[None], VOCAB, config)[0] for image in features])
