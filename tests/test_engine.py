@@ -49,7 +49,7 @@ def searches(decoder, features, vocab, max_length=10):
     return {
         "greedy": [[h] for h in greedy(decoder, features, vocab, DecodeConfig(max_length=max_length))],
         "sample": [[h] for h in sample(decoder, features, vocab, DecodeConfig(max_length=max_length, sample=True),
-                                       torch.Generator().manual_seed(0))],
+                                       torch.Generator(features.device).manual_seed(0))],
         "beam": beam_search(decoder, features, vocab,
                             DecodeConfig(beam_size=4, n_best=3, max_length=max_length, length_penalty="gnmt")),
     }
