@@ -1,9 +1,14 @@
 """Speed and load test of the demo page's `/caption` endpoint; prints one JSON object.
 
 Serves the page in-process on 127.0.0.1 (or uses a running one at --url, which must be local and
-serve the same --checkpoint). First one client sends --sequential requests one after another: their
-median latency is what one visitor waits for a caption ("single_client.latency_ms"). Then --clients
-threads, each with its own gradio_client `Client`, send --requests requests each at once, cycling
+serve the same --checkpoint). Requests go as a browser sends them (`PageClient`): upload the file,
+join the queue, read the event stream until the answer. gradio_client's `Client` does the same but
+looks at its stream's messages only every 50 ms, a wait that no browser has, so its latency is
+measured apart ("single_gradio_client").
+
+First one client sends --sequential requests one after another: their median latency is what one
+visitor waits for a caption ("single_client.latency_ms"). Then --clients threads, each with its own
+client, send --requests requests each at once, cycling
 over a few images (the bundled examples, or random shapes scenes when there are none); one request
 of each client is a bad upload, a text file named like an image. Every answer is checked against
 the handler called directly on the same image (the caption, its words, the strip's captions, the
@@ -27,6 +32,7 @@ import sys
 import tempfile
 import threading
 import time
+import uuid
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -34,6 +40,7 @@ import numpy as np
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
+import httpx  # noqa: E402
 from gradio_client import Client, handle_file  # noqa: E402
 
 from captioner.app import QUEUE, create_demo, example_images, launch  # noqa: E402
@@ -75,12 +82,62 @@ def load_images(folder: Path, count: int) -> list[Path]:
 BAD_UPLOAD_MESSAGE = "not an image"
 
 
+class AppError(Exception):
+    """The page refused a request; the message is the one it shows."""
+
+
+class PageClient:
+    """Calls `/caption` the way the page's JavaScript does: POST the file to `upload`, POST the
+    call to `queue/join`, read `queue/data` (server-sent events) until `process_completed`."""
+
+    def __init__(self, url: str):
+        self.base = url.rstrip("/") + "/gradio_api/"
+        self.http = httpx.Client(timeout=TIMEOUT_S)
+        config = self.http.get(url.rstrip("/") + "/config").raise_for_status().json()
+        self.fn_index = next(d["id"] for d in config["dependencies"] if d.get("api_name") == "caption")
+
+    def predict(self, path: Path, *options) -> list:
+        with path.open("rb") as f:
+            (server_path,) = self.http.post(self.base + "upload", files=[("files", (path.name, f))]).raise_for_status().json()
+        image = {"path": server_path, "orig_name": path.name, "meta": {"_type": "gradio.FileData"}}
+        session = uuid.uuid4().hex
+        joined = self.http.post(self.base + "queue/join", json={"data": [image, *options], "fn_index": self.fn_index,
+                                                                "session_hash": session})
+        event_id = joined.raise_for_status().json()["event_id"]
+        with self.http.stream("GET", self.base + "queue/data", params={"session_hash": session}) as stream:
+            for line in stream.iter_lines():
+                if not line.startswith("data:"):
+                    continue
+                message = json.loads(line[5:])
+                if message.get("msg") == "process_completed" and message.get("event_id") == event_id:
+                    if not message.get("success"):
+                        raise AppError(message["output"].get("error"))
+                    return message["output"]["data"][:5]  # the sixth output is the page's State, not for clients
+        raise AppError("the event stream ended without an answer")
+
+    def close(self) -> None:
+        self.http.close()
+
+
+class GradioClient:
+    """The same call through gradio_client."""
+
+    def __init__(self, url: str):
+        self.client = Client(url, verbose=False, download_files=False)
+
+    def predict(self, path: Path, *options) -> list:
+        return self.client.submit(handle_file(str(path)), *options, api_name="/caption").result(timeout=TIMEOUT_S)
+
+    def close(self) -> None:
+        self.client.close()
+
+
 def run_client(url: str, jobs: list[tuple[Path, dict | None]], options: tuple, start: threading.Barrier,
-               results: list) -> None:
+               results: list, kind=PageClient) -> None:
     """Send `jobs` (image, the expected answer, or None for a bad upload) one after another; append
     (good: bool, ok: bool, latency_s, error) for each."""
     try:
-        client = Client(url, verbose=False, download_files=False)
+        client = kind(url)
     except Exception as error:  # the page is not there: every request of this client fails
         client, message = None, f"cannot connect: {type(error).__name__}: {error}"
     start.wait(TIMEOUT_S)
@@ -90,8 +147,7 @@ def run_client(url: str, jobs: list[tuple[Path, dict | None]], options: tuple, s
     for path, expected in jobs:
         began = time.perf_counter()
         try:
-            job = client.submit(handle_file(str(path)), *options, api_name="/caption")
-            text, words, gallery, _, details = job.result(timeout=TIMEOUT_S)
+            text, words, gallery, _, details = client.predict(path, *options)
             latency = time.perf_counter() - began
             if expected is None:
                 results.append((False, False, latency, f"{path.name}: a bad upload was captioned {text!r}"))
@@ -103,6 +159,7 @@ def run_client(url: str, jobs: list[tuple[Path, dict | None]], options: tuple, s
             latency, message = time.perf_counter() - began, f"{path.name}: {type(error).__name__}: {error}"
             refused = expected is None and BAD_UPLOAD_MESSAGE in str(error)
             results.append((expected is not None, refused, latency, None if refused else message))
+    client.close()
 
 
 def free_port() -> int:
@@ -116,11 +173,11 @@ def latency_ms(latencies: list[float]) -> dict:
     return {f"p{q}": round(float(np.percentile(values, q)), 1) for q in (50, 90, 99)} | {"max": round(float(values.max()), 1)}
 
 
-def run_phase(url: str, client_jobs: list[list], options: tuple) -> tuple[list, float]:
+def run_phase(url: str, client_jobs: list[list], options: tuple, kind=PageClient) -> tuple[list, float]:
     """Each list of jobs sent by its own client, all clients at once: (results, wall seconds)."""
     results: list = []
     start = threading.Barrier(len(client_jobs) + 1)
-    threads = [threading.Thread(target=run_client, args=(url, jobs, options, start, results), daemon=True)
+    threads = [threading.Thread(target=run_client, args=(url, jobs, options, start, results, kind), daemon=True)
                for jobs in client_jobs]
     for thread in threads:
         thread.start()
@@ -154,6 +211,7 @@ def main(argv: list[str] | None = None) -> None:
             url = page.local_url
         sequential = [(images[r % len(images)], expected[images[r % len(images)]]) for r in range(args.sequential)]
         single, _ = run_phase(url, [sequential], options)
+        single_gradio, _ = run_phase(url, [sequential], options, GradioClient)
         client_jobs = []
         for c in range(args.clients):
             jobs = [(images[(c + r) % len(images)], expected[images[(c + r) % len(images)]]) for r in range(args.requests - 1)]
@@ -163,7 +221,7 @@ def main(argv: list[str] | None = None) -> None:
         if page is not None:
             with contextlib.redirect_stdout(sys.stderr):  # gradio prints "Closing server..."; stdout is the JSON
                 page.close()
-    failures = [error for _, ok, _, error in single + results if not ok]
+    failures = [error for _, ok, _, error in single + single_gradio + results if not ok]
     good = [(ok, latency) for is_good, ok, latency, _ in results if is_good]
     bad_ones = [ok for is_good, ok, _, _ in results if not is_good]
     report = {
@@ -175,6 +233,8 @@ def main(argv: list[str] | None = None) -> None:
         "max_length": options[2],
         "single_client": {"requests": len(single), "answered": sum(ok for _, ok, _, _ in single),
                           "latency_ms": latency_ms([latency for *_, latency, _ in single])},
+        "single_gradio_client": {"requests": len(single_gradio), "answered": sum(ok for _, ok, _, _ in single_gradio),
+                                 "latency_ms": latency_ms([latency for *_, latency, _ in single_gradio])},
         "concurrent": {
             "clients": args.clients,
             "concurrency_limit": QUEUE["default_concurrency_limit"],
