@@ -8,6 +8,7 @@ pointing with its chance level (`captioner.pointing`).
 """
 
 import json
+import math
 import shutil
 import subprocess
 import sys
@@ -30,6 +31,17 @@ CAPTION_KEYS = (*BLEU_KEYS, "METEOR", "ROUGE-L", "CIDEr", "SPICE")
 class MetricUnavailable(RuntimeError):
     """A metric that cannot run on this machine; the message says why and how to make it run."""
 
+
+
+def metrics_json(row: dict) -> str:
+    """`row` (metrics, possibly nested) as one line of JSON; nan (a metric with nothing to score) is
+    written as null, since JSON readers reject a bare NaN."""
+    def finite(value):
+        if isinstance(value, dict):
+            return {key: finite(v) for key, v in value.items()}
+        return None if isinstance(value, float) and not math.isfinite(value) else value
+
+    return json.dumps(finite(row), allow_nan=False)
 
 def caption_metrics(
     predictions: dict[str, str], references: dict[str, list[str]], spice: bool = False, meteor: bool = True

@@ -36,6 +36,7 @@ from captioner.evaluation import (
     available_metrics,
     has_java,
     merge_predictions,
+    metrics_json,
     predict_records,
     score_predictions,
 )
@@ -198,17 +199,6 @@ def early_stop_terms(config: TrainConfig, records: list, java: bool) -> list[str
     return terms
 
 
-def _json_line(row: dict) -> str:
-    """One metrics.jsonl line; nan (a metric with nothing to score) is written as null, since JSON
-    readers reject a bare NaN."""
-    def finite(value):
-        if isinstance(value, dict):
-            return {key: finite(v) for key, v in value.items()}
-        return None if isinstance(value, float) and not math.isfinite(value) else value
-
-    return json.dumps(finite(row), allow_nan=False)
-
-
 def read_metrics(run_dir: str | Path) -> list[dict]:
     """The rows of a run's metrics.jsonl, one per epoch, with null read back as nan."""
     def nan_for_null(value):
@@ -356,7 +346,7 @@ def train(config: Config, resume: str | Path | None = None, stop_after_epoch: in
             best, stale = (score, 0) if improved else (best, stale + 1)
             if process.is_main:
                 with open(run_dir / "metrics.jsonl", "a") as f:
-                    f.write(_json_line(row) + "\n")
+                    f.write(metrics_json(row) + "\n")
                 print(_summary(row, improved), file=sys.stderr)
                 if stand_in:
                     unscored = ", ".join(name for name in terms if not math.isfinite(row["val"].get(name, math.nan)))

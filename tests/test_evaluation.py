@@ -131,3 +131,10 @@ def test_write_coco_results_round_trip(tmp_path):
     ]
     assert {str(r["image_id"]): r["caption"] for r in results} == predictions
     assert list(tmp_path.iterdir()) == [path]  # no temporary file left behind
+
+
+def test_metrics_json_writes_null_for_nan_and_inf():
+    from captioner.evaluation import metrics_json
+
+    line = metrics_json({"BLEU-4": 12.5, "val": {"pointing_accuracy": float("nan"), "CIDEr": float("inf")}})
+    assert json.loads(line) == {"BLEU-4": 12.5, "val": {"pointing_accuracy": None, "CIDEr": None}}

@@ -1,7 +1,6 @@
 """`captioner-eval`: caption a split with a checkpoint and print the caption metrics and pointing accuracy."""
 
 import argparse
-import json
 import sys
 
 from captioner.checkpoint import CheckpointError, load_model
@@ -11,7 +10,7 @@ from captioner.data.readers import FORMATS, read_split
 from captioner.data.records import SPLITS, AnnotationError
 from captioner.decoding import check_decode_config
 from captioner.devices import resolve_device
-from captioner.evaluation import MetricUnavailable, evaluate_model, write_coco_results
+from captioner.evaluation import MetricUnavailable, evaluate_model, metrics_json, write_coco_results
 
 # The config key each option sets; errors about the key name the option.
 FLAGS = {
@@ -78,7 +77,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.results:
         write_coco_results(args.results, captions)
     if args.json:
-        print(json.dumps(metrics))
+        print(metrics_json(metrics))
     else:
         for name, value in metrics.items():
             print(f"{name:>18}  {value:.2f}" if isinstance(value, float) else f"{name:>18}  {value}")
