@@ -59,7 +59,9 @@ RELATION_TO_IT = {
     "above": ("above it", "over it"),
     "below": ("below it", "under it"),
 }
-SINGLE_OBJECT = ("{}", "there is {}", "a single {}", "one {}", "{} on its own", "{} by itself")
+# One object: {phrase} is "a SIZE COLOUR SHAPE", {noun} the same without its article.
+SINGLE_OBJECT = ("{phrase}", "there is {phrase}", "a single {noun}", "one {noun}", "{phrase} on its own",
+                 "{phrase} by itself")
 
 
 @dataclass(frozen=True)
@@ -88,8 +90,12 @@ class ShapeObject:
         return float(fraction * self.extent**2)
 
     @property
+    def noun(self) -> str:
+        return f"{self.size} {self.colour} {self.shape}"
+
+    @property
     def phrase(self) -> str:
-        return f"a {self.size} {self.colour} {self.shape}"
+        return f"a {self.noun}"
 
 
 @dataclass(frozen=True)
@@ -194,7 +200,7 @@ def describe(scene: Scene) -> list[str]:
     """All reference captions of a scene: 6-8 phrasings, a fixed function of the scene."""
     objects = scene.objects
     if len(objects) == 1:
-        return [template.format(objects[0].phrase) for template in SINGLE_OBJECT]
+        return [template.format(phrase=objects[0].phrase, noun=objects[0].noun) for template in SINGLE_OBJECT]
     if len(objects) == 2:
         return _two_objects(*objects)
     return _three_objects(objects)

@@ -7,7 +7,8 @@ inverts them, so that a generated caption can be checked claim by claim against 
     "a large blue square with a small red circle on its left"   circle left of square ("its": the first)
     "A left of B and C below it" / "B with A to its left and C under it"   ("it": B)
 
-An object phrase is "a SIZE COLOUR SHAPE"; a relation word is a direction (left, right) or one of
+An object phrase is "a SIZE COLOUR SHAPE" ("a single" or "one" in place of "a" for a lone object);
+a relation word is a direction (left, right) or one of
 the words for above or below. Between two object phrases, "with" makes the first object the anchor
 of every later relation; otherwise the words between them relate the first to the second, and a
 later "... C below it" relates C to the second.
@@ -20,6 +21,7 @@ from captioner.data.records import ObjectBox
 from captioner.data.shapes import COLOURS, SHAPES, SIZES
 
 Phrase = tuple[str, str, str]  # (size, colour, shape), as written
+DETERMINERS = ("a", "single", "one")  # the word before an object's size: "a", "a single", "one"
 DIRECTION_OF_WORD = {"left": "left", "right": "right", "above": "above", "over": "above", "higher": "above",
                      "below": "below", "under": "below", "beneath": "below"}
 
@@ -46,7 +48,7 @@ def _phrases(words: list[str]) -> list[tuple[int, Phrase]]:
     found = []
     for t in range(3, len(words)):
         article, size, colour, shape = words[t - 3 : t + 1]
-        if article == "a" and size in SIZES and colour in COLOURS and shape in SHAPES:
+        if article in DETERMINERS and size in SIZES and colour in COLOURS and shape in SHAPES:
             found.append((t, (size, colour, shape)))
     return found
 
