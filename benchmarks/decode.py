@@ -1,5 +1,4 @@
-"""Decoding speed at the paper's dimensions, the plain model against the inference engine; prints one
-JSON object.
+"""Decoding speed at the paper's dimensions, plain model against inference engine; prints one JSON object.
 
 Xu et al. 2015 sizes: embedding, attention and LSTM 512, a 14 x 14 grid of 2048 features (ResNet),
 a vocabulary of 10 000 words, random weights. The decoder's <end> logit is pushed to -1e4 (here
