@@ -44,7 +44,7 @@ import httpx  # noqa: E402
 from gradio_client import Client, handle_file  # noqa: E402
 
 from captioner.app import QUEUE, create_demo, example_images, launch  # noqa: E402
-from captioner.cli.caption import BUNDLED_CHECKPOINT  # noqa: E402
+from captioner.assets import BUNDLED_CHECKPOINT  # noqa: E402
 from captioner.demo_handlers import CaptionDemo, random_scene  # noqa: E402
 
 LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1"}

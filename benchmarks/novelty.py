@@ -21,7 +21,7 @@ from PIL import Image, ImageDraw
 
 from captioner import novelty
 from captioner.checkpoint import load_model
-from captioner.cli.caption import BUNDLED_CHECKPOINT
+from captioner.assets import BUNDLED_CHECKPOINT
 from captioner.data.images import load_image, preprocess
 from captioner.data.shapes import make_scene, render
 

@@ -6,18 +6,14 @@ exactly; of the others, two have a wrong relation and one a wrong colour (README
 model"). Until a model does better, this test guards what it does.
 """
 
-from pathlib import Path
-
 import pytest
 
-from captioner.app import BUNDLED_CHECKPOINT, EXAMPLES_DIR, example_images
+from captioner.app import example_images
+from captioner.assets import BUNDLED_CHECKPOINT, EXAMPLES_DIR, EXAMPLES_ROOT
 from captioner.checkpoint import load_model
 from captioner.data.readers import read_split
 from captioner.exact import exact_outcome
 from captioner.inference import Captioned, caption_files
-
-EXAMPLES_ROOT = Path(__file__).resolve().parents[1] / "assets" / "examples"
-
 
 @pytest.fixture(scope="module")
 def bundled():
