@@ -40,12 +40,12 @@ import numpy as np
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
-import httpx  # noqa: E402
-from gradio_client import Client, handle_file  # noqa: E402
+import httpx
+from gradio_client import Client, handle_file
 
-from captioner.app import QUEUE, create_demo, example_images, launch  # noqa: E402
-from captioner.assets import BUNDLED_CHECKPOINT  # noqa: E402
-from captioner.demo_handlers import CaptionDemo, random_scene  # noqa: E402
+from captioner.app import QUEUE, create_demo, example_images, launch
+from captioner.assets import BUNDLED_CHECKPOINT
+from captioner.demo_handlers import CaptionDemo, random_scene
 
 LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1"}
 TIMEOUT_S = 120  # per request, and for all clients to connect: the run always ends

@@ -20,8 +20,8 @@ import torch
 from PIL import Image, ImageDraw
 
 from captioner import novelty
-from captioner.checkpoint import load_model
 from captioner.assets import BUNDLED_CHECKPOINT
+from captioner.checkpoint import load_model
 from captioner.data.images import load_image, preprocess
 from captioner.data.shapes import make_scene, render
 

@@ -15,6 +15,7 @@ from captioner.data.readers import read_split
 from captioner.exact import exact_outcome
 from captioner.inference import Captioned, caption_files
 
+
 @pytest.fixture(scope="module")
 def bundled():
     model, vocab, config, _ = load_model(BUNDLED_CHECKPOINT)

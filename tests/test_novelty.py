@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from captioner import novelty
-from captioner.checkpoint import load_checkpoint, load_model
 from captioner.assets import BUNDLED_CHECKPOINT
+from captioner.checkpoint import load_checkpoint, load_model
 from captioner.cli.export import main as export_main
 from captioner.data.images import preprocess
 from captioner.demo_handlers import CaptionDemo, random_scene
