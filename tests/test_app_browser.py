@@ -9,6 +9,7 @@ README's picture is made that way, with $CAPTIONER_APP_CHECKPOINT naming the bun
 
 import io
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -155,5 +156,9 @@ def test_every_output_follows_a_new_random_scene(browser, app_url, caption_demo,
         expect(thumbnails).to_have_count(count)
         strip = overlay_attention(display_copy(expected.image, STRIP_SIDE), expected.alphas[0])
         assert np.array_equal(_pixels(page, thumbnails.first.locator("img")), np.asarray(strip))
+
+        page.locator("#downloads-btn").click()  # drawn only now, for the picture on the page
+        expect(page.locator("#downloads")).to_contain_text(re.compile(r"caption_attention\s*\.png"), timeout=TIMEOUT_MS)
+        expect(page.locator("#downloads")).to_contain_text(re.compile(r"caption_attention\s*\.gif"))
     finally:
         page.close()
