@@ -47,9 +47,11 @@ class ModelConfig:
     small_channels: int = 64  # small CNN: channels of its last layer (its D)
     coordinates: float = 0.0  # c > 0: append each cell's x and y, from -c to c, to its annotation vector
     embed_dim: int = 128  # word embedding size (paper: 512)
-    attention_dim: int = 128  # additive attention hidden size (paper: 512)
+    attention_dim: int = 128  # attention size A: additive and local's MLP, multihead's total key size (paper: 512)
     decoder_dim: int = 256  # LSTM hidden size (paper: 1800 on COCO; 512 in most re-implementations)
-    attention: str = "additive"  # attention score function (paper eq. 4-6: additive)
+    attention: str = "additive"  # additive (paper eq. 4-6) | dot | scaled_dot | general | location | multihead | local
+    heads: int = 4  # multihead: heads, each of attention_dim / heads dimensions (Transformer: 8)
+    local_sigma: float = 2.0  # local: the Gaussian window's standard deviation, in grid cells (> 0)
     dropout: float = 0.3  # before the deep output layer (paper §5.2)
     gate: bool = True  # gating scalar beta on the context (paper §4.2.1)
     deep_output: bool = True  # deep output layer, eq. 7; False: a linear layer on h

@@ -23,7 +23,8 @@ off (benchmarks/decode.py times the engine without each in turn; a form stays on
   onednn            the products with large weights through oneDNN, on a copy of each weight
                     reordered once into its blocked layout (the kernel torch.compile's CPU
                     freezing uses); fastest for the few rows of a beam search step.
-Anywhere else (a GPU, another dtype) the step is the decoder's own, under inference mode.
+Anywhere else (a GPU, another dtype, an attention other than the paper's additive one, whose
+energies these forms compute) the step is the decoder's own, under inference mode.
 """
 
 from dataclasses import dataclass, field
@@ -108,7 +109,9 @@ class InferenceEngine:
         self.decoder: Decoder = getattr(model, "decoder", model)
         d = self.decoder
         weight = d.out.weight
-        self.fast = weight.is_cpu and weight.dtype == torch.float32 and isinstance(d.attention, AdditiveAttention)
+        # The fast forms compute the additive attention's energies; every other variant (a subclass
+        # such as LocalAttention included, which adds its window) decodes through the plain step.
+        self.fast = weight.is_cpu and weight.dtype == torch.float32 and type(d.attention) is AdditiveAttention
         self.tricks = {name for name in TRICKS if name not in without and self.fast}
         if "onednn" in self.tricks and not _onednn_available():
             self.tricks.discard("onednn")

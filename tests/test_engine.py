@@ -13,7 +13,9 @@ from captioner.data.dataset import ImageFiles
 from captioner.decoding import beam_search, greedy, sample
 from captioner.engine import TRICKS, InferenceEngine
 from captioner.inference import caption_files
+from captioner.model.attention import ATTENTIONS
 from captioner.model.captioner import Captioner
+from captioner.model.decoder import Memory
 from captioner.vocab import SPECIALS, Vocab
 
 VOCAB = Vocab([*SPECIALS, *(f"w{i}" for i in range(16))])
@@ -154,6 +156,23 @@ def test_on_a_gpu_the_engine_is_the_plain_model():
     on_cpu = searches(InferenceEngine(make_model(seed=12)), features, VOCAB)
     for method in ("greedy", "beam"):  # sampling draws from a generator on another device
         assert_same(expected[method], on_cpu[method])
+
+
+@pytest.mark.parametrize("B", [1, 5])
+@pytest.mark.parametrize("attention", [name for name in ATTENTIONS if name != "additive"])
+def test_other_attentions_decode_through_the_plain_step(attention, B):
+    # The fast forms compute the additive attention's energies; every other variant (the local one,
+    # an AdditiveAttention subclass, included) must decode with the decoder's own step, and alike.
+    model = make_model(seed=15, attention=attention)
+    engine = InferenceEngine(model)
+    assert not engine.fast and not engine.tricks
+    features = make_features(B, seed=16)
+    assert type(engine.init_state(features)[2]) is Memory  # the plain model's memory, not the engine's
+    expected, got = searches(model.decoder, features, VOCAB), searches(engine, features, VOCAB)
+    for method in expected:
+        assert_same(got[method], expected[method])
+    captions = {tuple(h.tokens) for hypotheses in expected["beam"] for h in hypotheses}
+    assert B == 1 or len(captions) > B  # captions differ by image: the comparison means something
 
 
 def test_engine_checks_its_model_and_options():

@@ -29,7 +29,7 @@ class Memory(NamedTuple):
     """What every step reads of B images: their annotation vectors and their attention keys."""
 
     a: torch.Tensor  # (B, P, D)
-    keys: torch.Tensor  # (B, P, A): the attention's `keys(a)`
+    keys: object  # the attention's `keys(a)`: (B, P, A) for the additive one, whatever each variant computes ahead
 
 
 class Decoder(nn.Module):
@@ -37,7 +37,7 @@ class Decoder(nn.Module):
         super().__init__()
         E, D, H = config.embed_dim, feature_dim, config.decoder_dim
         self.embedding = nn.Embedding(vocab_size, E)  # E
-        self.attention = build_attention(config.attention, D, H, config.attention_dim)  # f_att, eq. 4-6
+        self.attention = build_attention(config, D)  # f_att, eq. 4-6
         self.init_h = nn.Linear(D, H)  # f_init,h (§3.1.2)
         self.init_c = nn.Linear(D, H)  # f_init,c
         self.beta = nn.Linear(H, 1) if config.gate else None  # f_beta (§4.2.1)
