@@ -95,11 +95,18 @@ def test_beams_sharing_their_image_memory_attend_as_copies(attention):
 
 
 @pytest.mark.parametrize("attention", VARIANTS)
-def test_every_variant_runs_in_float64(attention):
+def test_every_variant_runs_in_float64_and_under_autocast(attention):
+    captions = torch.tensor([[1, 5, 6, 2], [1, 7, 2, 0]])
     model = tiny_model(attention).double()
-    logits, alphas = model(features(2).double(), torch.tensor([[1, 5, 6, 2], [1, 7, 2, 0]]))
+    logits, alphas = model(features(2).double(), captions)
     assert logits.dtype == alphas.dtype == torch.float64
     torch.testing.assert_close(alphas.sum(-1), torch.ones(2, 3, dtype=torch.float64))
+    model = tiny_model(attention).train()  # mixed precision, as training runs on GPUs
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        logits, alphas = model(features(2), captions)
+    assert logits.dtype == torch.bfloat16
+    caption_loss(logits.float(), alphas.float(), captions[:, 1:], pad_id=0, alpha_c=1.0)[0].backward()
+    torch.testing.assert_close(alphas.float().sum(-1), torch.ones(2, 3), atol=1e-2, rtol=0)
 
 
 def scores(attention: str, a: torch.Tensor, h: torch.Tensor, **changes) -> torch.Tensor:
