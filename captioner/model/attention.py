@@ -92,6 +92,8 @@ class DotAttention(nn.Module):
 
 
 class ScaledDotAttention(DotAttention):
+    """e_i = h^T k_i / sqrt(H), the Transformer's scaling (Vaswani et al. 2017, eq. 1)."""
+
     scaled = True
 
 
