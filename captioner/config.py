@@ -49,9 +49,11 @@ class ModelConfig:
     embed_dim: int = 128  # word embedding size (paper: 512)
     attention_dim: int = 128  # attention size A: additive and local's MLP, multihead's total key size (paper: 512)
     decoder_dim: int = 256  # LSTM hidden size (paper: 1800 on COCO; 512 in most re-implementations)
-    attention: str = "additive"  # additive (paper eq. 4-6) | dot | scaled_dot | general | location | multihead | local
+    attention: str = "additive"  # additive (paper eq. 4-6) | dot | scaled_dot | general | location | multihead | local | hard (§4.1)
     heads: int = 4  # multihead: heads, each of attention_dim / heads dimensions (Transformer: 8)
     local_sigma: float = 2.0  # local: the Gaussian window's standard deviation, in grid cells (> 0)
+    hard_expected_rate: float = 0.5  # hard: probability per image of training on the expected context instead of a sample (paper §4.1: 0.5)
+    hard_decode: str = "expectation"  # hard: context when decoding: expectation (sum_i alpha_i a_i) | argmax (a at alpha's peak)
     dropout: float = 0.3  # before the deep output layer (paper §5.2)
     gate: bool = True  # gating scalar beta on the context (paper §4.2.1)
     deep_output: bool = True  # deep output layer, eq. 7; False: a linear layer on h
@@ -66,6 +68,9 @@ class TrainConfig:
     lr_encoder: float = 1e-3  # Adam learning rate of the trainable encoder layers
     weight_decay: float = 0.0  # Adam weight decay
     alpha_c: float = 1.0  # doubly stochastic attention weight, paper §4.2.1
+    hard_reinforce_weight: float = 0.1  # hard: lambda_r of eq. 12 (paper: unstated; the authors' code: 1/10)
+    hard_entropy_weight: float = 0.002  # hard: lambda_e of eq. 12, entropy bonus (paper: unstated; the authors' code: 0.002)
+    hard_baseline_decay: float = 0.9  # hard: b <- decay b + (1 - decay) log p(y | s, a) per step (paper §4.1: 0.9)
     grad_clip: float = 5.0  # max gradient norm (0 = no clipping)
     schedule: str = "cosine"  # cosine | step | constant learning-rate schedule over the run
     warmup_steps: int = 100  # linear warm-up steps before the schedule; at most 10 % of the run's optimizer steps

@@ -40,8 +40,9 @@ from captioner.evaluation import (
     predict_records,
     score_predictions,
 )
+from captioner.model.attention import HardAttention
 from captioner.model.captioner import Captioner
-from captioner.model.loss import loss_terms
+from captioner.model.loss import hard_attention_terms, loss_terms
 from captioner.vocab import Vocab, build_vocab
 
 
@@ -97,17 +98,24 @@ def lr_factor(step: int, total_steps: int, steps_per_epoch: int, config: TrainCo
 
 class Stepper:
     """One optimizer step over `accumulate` micro-batches: forward under autocast, summed loss
-    terms, gradients scaled by the step's token count over all processes, clipping, Adam."""
+    terms, gradients scaled by the step's token count over all processes, clipping, Adam.
 
-    def __init__(self, model, optimizer, scheduler, config: Config, pad_id: int, dtype: torch.dtype | None, world: int):
+    With `hard` (the model's HardAttention, §4.1) the loss adds REINFORCE's surrogate, and after the
+    step's log-likelihoods are summed over all processes the baseline moves once, by their mean."""
+
+    def __init__(self, model, optimizer, scheduler, config: Config, pad_id: int, dtype: torch.dtype | None, world: int,
+                 hard: HardAttention | None = None):
         self.model, self.optimizer, self.scheduler = model, optimizer, scheduler
         self.config, self.pad_id, self.dtype, self.world = config, pad_id, dtype, world
+        self.hard = hard
         self.scaler = torch.amp.GradScaler(enabled=dtype == torch.float16)
         self.params = [p for group in optimizer.param_groups for p in group["params"]]
 
     def __call__(self, micro_batches: list) -> torch.Tensor:
         """Returns (summed NLL, summed penalty, tokens, sentences) of the step over all processes."""
-        totals = torch.zeros(4, device=micro_batches[0][0].device)  # on the device: NCCL reduces only GPU tensors
+        # The last two: hard attention's summed log p(y | s, a) over sampled sentences, and their number.
+        totals = torch.zeros(6, device=micro_batches[0][0].device)  # on the device: NCCL reduces only GPU tensors
+        train = self.config.train
         for i, (inputs, captions) in enumerate(micro_batches):
             last = i == len(micro_batches) - 1
             # DDP averages gradients over processes at the last micro-batch only.
@@ -115,12 +123,24 @@ class Stepper:
             with sync:
                 device_type = inputs.device.type
                 with torch.autocast(device_type, dtype=self.dtype or torch.float32, enabled=self.dtype is not None):
-                    logits, alphas = self.model(inputs, captions)
+                    logits, alphas, locations = self.model(inputs, captions, locations=True)
                 nll, penalty, tokens = loss_terms(logits, alphas, captions[:, 1:], self.pad_id)
-                self.scaler.scale(nll + self.config.train.alpha_c * penalty).backward()
-            totals += torch.stack([nll.detach(), penalty.detach(), tokens.float(), tokens.new_tensor(len(captions)).float()])
+                loss = nll + train.alpha_c * penalty
+                reinforce = torch.zeros(2, device=totals.device)
+                if self.hard is not None and locations is not None:
+                    surrogate, *reinforce = hard_attention_terms(
+                        logits, alphas, captions[:, 1:], locations, self.pad_id, self.hard.baseline,
+                        train.hard_reinforce_weight, train.hard_entropy_weight,
+                    )
+                    loss = loss + surrogate
+                self.scaler.scale(loss).backward()
+            totals += torch.stack([nll.detach(), penalty.detach(), tokens.float(), tokens.new_tensor(len(captions)).float(),
+                                   *(x.float() for x in reinforce)])
         distributed.sum_tensor(totals)
         totals = totals.cpu()
+        if self.hard is not None and totals[5] > 0:  # b <- decay b + (1 - decay) log p(y | s, a), eq. 12
+            mean = (totals[4] / totals[5]).to(self.hard.baseline)
+            self.hard.baseline.lerp_(mean, 1 - train.hard_baseline_decay)
         self.scaler.unscale_(self.optimizer)
         scale = self.world / totals[2].item()  # mean over processes of summed losses -> sum over the step / its tokens
         for p in self.params:
@@ -132,7 +152,7 @@ class Stepper:
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
         self.scheduler.step()
-        return totals
+        return totals[:4]
 
 
 def train_one_epoch(stepper: Stepper, loader, config: Config, epoch: int, show: bool) -> dict:
@@ -319,7 +339,9 @@ def train(config: Config, resume: str | Path | None = None, stop_after_epoch: in
     trained = DistributedDataParallel(model) if process.world > 1 else model
     if config.train.compile:
         trained = torch.compile(trained)
-    stepper = Stepper(trained, optimizer, scheduler, config, vocab.pad, autocast_dtype(config.train.amp, device), process.world)
+    hard = model.decoder.attention if isinstance(model.decoder.attention, HardAttention) else None
+    stepper = Stepper(trained, optimizer, scheduler, config, vocab.pad, autocast_dtype(config.train.amp, device),
+                      process.world, hard)
 
     def save(name: str, epoch: int) -> None:
         if process.is_main:

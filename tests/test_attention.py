@@ -39,7 +39,7 @@ def features(B: int, seed: int = 1) -> torch.Tensor:
 
 
 def test_every_variant_is_registered():
-    assert VARIANTS == ["additive", "dot", "scaled_dot", "general", "location", "multihead", "local"]
+    assert VARIANTS == ["additive", "dot", "scaled_dot", "general", "location", "multihead", "local", "hard"]
 
 
 @pytest.mark.parametrize("attention", VARIANTS)

@@ -13,6 +13,7 @@ The variants differ in f_att (and `multihead` in phi):
     location    e = W_l h, one score per grid cell                    Luong et al. 2015, §3.1
     multihead   scaled dot products in `heads` subspaces, contexts concatenated  Vaswani et al. 2017, §3.2.2
     local       additive scores in a Gaussian window around a predicted centre   Luong et al. 2015, §3.2
+    hard        additive scores; z_t = a_{s_t}, one location sampled from alpha_t     Xu et al. 2015, §4.1
 
 Every variant splits f_att into the part that depends only on the image, `keys(a)`, computed once
 per image (whatever that variant can compute ahead: a tensor, a pair, or None), and the part
@@ -26,6 +27,7 @@ size, H decoder size, A attention size.
 """
 
 import math
+from typing import NamedTuple
 
 import torch
 from torch import nn
@@ -210,6 +212,69 @@ class LocalAttention(AdditiveAttention):
         return attend(e + self.log_window(h).view(e.shape), a)  # window them
 
 
+class HardKeys(NamedTuple):
+    """What the hard attention computes once per image of a forward pass: the additive keys, each
+    image's draw of the expected-context trick, and the locations sampled at each step (training)."""
+
+    keys: torch.Tensor  # W_a a_i: (B, P, A)
+    expected: torch.Tensor  # (B,) bool: this pass reads the image through sum_i alpha_i a_i, not a sample
+    locations: list  # s_t (B*K,) appended by each training step; -1 where the expected context was read
+
+
+class HardAttention(AdditiveAttention):
+    """Stochastic "hard" attention, Xu et al. 2015 §4.1. The scores and alpha_t are the additive
+    attention's (eq. 4-5), and alpha_t is read as the distribution of a location variable s_t:
+
+        p(s_t,i = 1 | s_<t, a) = alpha_t,i                          (eq. 8)
+        z_t = sum_i s_t,i a_i = a_{s_t}                             (eq. 9)
+
+    In training (`self.training`) each step draws s_t ~ Multinomial_1(alpha_t) and the decoder reads
+    z_t = a_{s_t}; the attention's parameters learn by REINFORCE (eq. 10-12), whose surrogate is
+    `captioner.model.loss.hard_attention_terms`, from the locations this module records in
+    `HardKeys.locations`. With probability `expected_rate` per image (the paper's 0.5) a whole
+    forward pass reads that image through the expected context sum_i alpha_i a_i instead, as soft
+    attention does, and its attention learns by backpropagation (the paper's variance trick).
+
+    In eval mode the context is the expectation sum_i alpha_i a_i (`decode="expectation"`) or
+    a_{argmax_i alpha_i} (`decode="argmax"`), so decoding is deterministic. Every mode returns alpha_t,
+    the distribution, as the map (overlays, pointing, the doubly stochastic penalty).
+
+    `baseline` is b of eq. 12's moving average, b <- decay b + (1 - decay) log p(y | s, a), a buffer so
+    that checkpoints save it and a resumed run continues from it; training updates it per step.
+    """
+
+    def __init__(self, feature_dim: int, decoder_dim: int, attention_dim: int, expected_rate: float, decode: str):
+        super().__init__(feature_dim, decoder_dim, attention_dim)
+        self.expected_rate, self.decode = expected_rate, decode
+        self.register_buffer("baseline", torch.zeros(()))  # b, eq. 12 (saved in checkpoints)
+
+    def keys(self, a: torch.Tensor) -> HardKeys:
+        """W_a a_i once per image, and in training each image's draw of the expected context."""
+        B = a.shape[0]
+        expected = torch.ones(B, dtype=torch.bool, device=a.device)
+        if self.training:
+            expected = torch.rand(B, device=a.device) < self.expected_rate  # (B,)
+        return HardKeys(self.feature_proj(a), expected, [])
+
+    def forward(self, keys: HardKeys, a: torch.Tensor, h: torch.Tensor):
+        """keys of `keys(a)`, a (B, P, D), h (B*K, H) -> z (B*K, D), alpha (B*K, P)."""
+        N, K = h.shape[0], h.shape[0] // a.shape[0]
+        z_soft, alpha = attend(self.energies(keys.keys, h), a)  # (N, D), (N, P): eq. 4-6
+        if not self.training and self.decode == "expectation":
+            return z_soft, alpha
+        image = torch.arange(N, device=a.device) // K  # (N,): row b*K + k reads image b
+        if self.training:
+            s = torch.multinomial(alpha.detach().float(), 1).squeeze(1)  # s_t ~ Multinomial_1(alpha_t), eq. 8: (N,)
+        else:
+            s = alpha.argmax(-1)  # (N,)
+        z = a[image, s].to(z_soft.dtype)  # a_{s_t}, eq. 9: (N, D); no gradient reaches alpha through it
+        if not self.training:
+            return z, alpha
+        expected = keys.expected[image]  # (N,)
+        keys.locations.append(s.masked_fill(expected, -1))
+        return torch.where(expected.unsqueeze(1), z_soft, z), alpha
+
+
 ATTENTIONS = {  # name -> how to build it from the model config and the feature size D
     "additive": lambda config, D: AdditiveAttention(D, config.decoder_dim, config.attention_dim),
     "dot": lambda config, D: DotAttention(D, config.decoder_dim),
@@ -219,6 +284,9 @@ ATTENTIONS = {  # name -> how to build it from the model config and the feature 
     "multihead": lambda config, D: MultiHeadAttention(D, config.decoder_dim, config.attention_dim, config.heads),
     "local": lambda config, D: LocalAttention(
         D, config.decoder_dim, config.attention_dim, config.grid_size, config.local_sigma
+    ),
+    "hard": lambda config, D: HardAttention(
+        D, config.decoder_dim, config.attention_dim, config.hard_expected_rate, config.hard_decode
     ),
 }
 
@@ -237,4 +305,8 @@ def build_attention(config: ModelConfig, feature_dim: int) -> nn.Module:
         )
     if not config.local_sigma > 0:
         raise ConfigError(f"model.local_sigma must be > 0 (grid cells), got {config.local_sigma}")
+    if not 0 <= config.hard_expected_rate <= 1:
+        raise ConfigError(f"model.hard_expected_rate must be a probability in [0, 1], got {config.hard_expected_rate}")
+    if config.hard_decode not in ("expectation", "argmax"):
+        raise ConfigError(f"model.hard_decode: unknown '{config.hard_decode}'; known: expectation, argmax")
     return ATTENTIONS[config.attention](config, feature_dim)

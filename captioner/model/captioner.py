@@ -15,8 +15,8 @@ class Captioner(nn.Module):
         self.decoder = Decoder(vocab_size, self.encoder.feature_dim, config)
         self.grid_size = config.grid_size
 
-    def forward(self, inputs: torch.Tensor, captions: torch.Tensor):
+    def forward(self, inputs: torch.Tensor, captions: torch.Tensor, locations: bool = False):
         """inputs: images (B, 3, H, W), or cached features (B, P, D) of a frozen encoder;
-        captions (B, T+1) -> logits (B, T, V), alphas (B, T, P)."""
+        captions (B, T+1) -> logits (B, T, V), alphas (B, T, P) [, hard attention's locations (B, T)]."""
         features = self.encoder(inputs) if inputs.dim() == 4 else inputs
-        return self.decoder(features, captions)
+        return self.decoder(features, captions, locations)

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from captioner.config import ModelConfig
-from captioner.model.attention import build_attention
+from captioner.model.attention import HardKeys, build_attention
 
 
 class Memory(NamedTuple):
@@ -83,11 +83,13 @@ class Decoder(nn.Module):
         h, c, z, alpha = self.lstm(memory, self.embed_gates(embedded), h, c)
         return self.logits(embedded, h, z).log_softmax(-1), alpha, h, c
 
-    def forward(self, a: torch.Tensor, captions: torch.Tensor):
+    def forward(self, a: torch.Tensor, captions: torch.Tensor, locations: bool = False):
         """Teacher forcing: a (B, P, D), captions (B, T+1) starting with <start>; predicts captions[:, 1:].
 
         Returns logits (B, T, V) and alphas (B, T, P). Padded steps are computed like the others
-        (a full batch per step is faster than shrinking it) and masked out by the loss.
+        (a full batch per step is faster than shrinking it) and masked out by the loss. With
+        `locations`, also the hard attention's sampled locations s_t (B, T), -1 where an image read
+        the expected context (§4.1), for REINFORCE's surrogate; None for any other attention or in eval.
         """
         h, c, memory = self.init_state(a)
         embedded = self.embedding(captions[:, :-1])  # (B, T, E)
@@ -99,4 +101,7 @@ class Decoder(nn.Module):
             zs.append(z)
             alphas.append(alpha)
         logits = self.logits(embedded, torch.stack(hs, 1), torch.stack(zs, 1))  # (B, T, V): eq. 7 at once
-        return logits, torch.stack(alphas, 1)
+        if not locations:
+            return logits, torch.stack(alphas, 1)
+        drawn = memory.keys.locations if isinstance(memory.keys, HardKeys) else []
+        return logits, torch.stack(alphas, 1), torch.stack(drawn, 1) if drawn else None

@@ -1,5 +1,6 @@
 """The training loss of Xu et al. 2015 §4.2.1: caption negative log-likelihood plus the doubly
-stochastic attention penalty lambda * sum_i (1 - sum_t alpha_ti)^2.
+stochastic attention penalty lambda * sum_i (1 - sum_t alpha_ti)^2; and for hard attention (§4.1)
+the surrogate whose gradient is REINFORCE's estimator, eq. 10-12.
 
 The paper's loss is per sentence; training divides the batch's sum by its number of real tokens,
 so that it reads as a per-token cross-entropy and the learning rate does not depend on caption
@@ -25,3 +26,34 @@ def caption_loss(logits: torch.Tensor, alphas: torch.Tensor, targets: torch.Tens
     """The per-token loss of one batch: (loss, cross-entropy per token, penalty per sentence)."""
     nll, penalty, tokens = loss_terms(logits, alphas, targets, pad_id)
     return (nll + alpha_c * penalty) / tokens, nll.detach() / tokens, penalty.detach() / targets.shape[0]
+
+
+def hard_attention_terms(logits: torch.Tensor, alphas: torch.Tensor, targets: torch.Tensor, locations: torch.Tensor,
+                         pad_id: int, baseline: torch.Tensor | float, reinforce_weight: float, entropy_weight: float):
+    """The hard attention's REINFORCE surrogate, §4.1 eq. 12, summed over sentences like `loss_terms`.
+
+    For a sentence y read through sampled locations s (`locations` (B, T), -1 where its image read
+    the expected context), eq. 12 moves the attention's parameters W along
+        lambda_r (log p(y | s, a) - b) d log p(s | a)/dW + lambda_e d H[s]/dW,
+    with log p(s | a) = sum_t log alpha_t,s_t and H[s] = sum_t H(alpha_t) over the real words. Adding
+        - lambda_r stopgrad(log p(y | s, a) - b) log p(s | a) - lambda_e H[s]
+    to the summed loss makes `loss.backward()` give that (the likelihood's own gradient, eq. 12's
+    first term, is the NLL's). The baseline term is zero for sentences read through the expected
+    context, which learn by backpropagation; the entropy bonus counts every sentence. The
+    surrogate's value means nothing; only its gradient does.
+
+    logits (B, T, V), alphas (B, T, P), targets (B, T) -> (surrogate, summed log p(y | s, a) of the
+    sampled sentences, their number): training divides the surrogate by the step's token count
+    with the NLL, and feeds the mean log-likelihood to the baseline's moving average.
+    """
+    mask = targets != pad_id  # (B, T)
+    nll = F.cross_entropy(logits.float().transpose(1, 2), targets, ignore_index=pad_id, reduction="none")  # (B, T)
+    log_likelihood = -nll.sum(1).detach()  # log p(y | s, a): (B,)
+    sampled = locations[:, 0] >= 0  # (B,): the expected context is drawn per image, for all its words
+    log_alpha = alphas.float().clamp_min(torch.finfo(torch.float32).tiny).log()  # (B, T, P)
+    log_p_s = log_alpha.gather(-1, locations.clamp_min(0).unsqueeze(-1)).squeeze(-1)  # log alpha_t,s_t: (B, T)
+    log_p_s = (log_p_s * mask).sum(1)  # log p(s | a): (B,)
+    entropy = (-(alphas.float() * log_alpha).sum(-1) * mask).sum()  # sum over sentences of H[s]
+    advantage = torch.where(sampled, log_likelihood - baseline, 0.0)  # (B,)
+    surrogate = -reinforce_weight * (advantage * log_p_s).sum() - entropy_weight * entropy
+    return surrogate, log_likelihood[sampled].sum(), sampled.sum()
