@@ -127,20 +127,20 @@ class Stepper:
                 nll, penalty, tokens = loss_terms(logits, alphas, captions[:, 1:], self.pad_id)
                 loss = nll + train.alpha_c * penalty
                 reinforce = torch.zeros(2, device=totals.device)
-                if self.hard is not None and locations is not None:
-                    surrogate, *reinforce = hard_attention_terms(
+                if self.hard is not None:
+                    surrogate, log_likelihood, sampled = hard_attention_terms(
                         logits, alphas, captions[:, 1:], locations, self.pad_id, self.hard.baseline,
                         train.hard_reinforce_weight, train.hard_entropy_weight,
                     )
                     loss = loss + surrogate
+                    reinforce = torch.stack([log_likelihood, sampled.float()])
                 self.scaler.scale(loss).backward()
-            totals += torch.stack([nll.detach(), penalty.detach(), tokens.float(), tokens.new_tensor(len(captions)).float(),
-                                   *(x.float() for x in reinforce)])
+            counts = torch.stack([tokens.float(), tokens.new_tensor(len(captions)).float()])
+            totals += torch.cat([torch.stack([nll.detach(), penalty.detach()]), counts, reinforce])
         distributed.sum_tensor(totals)
         totals = totals.cpu()
         if self.hard is not None and totals[5] > 0:  # b <- decay b + (1 - decay) log p(y | s, a), eq. 12
-            mean = (totals[4] / totals[5]).to(self.hard.baseline)
-            self.hard.baseline.lerp_(mean, 1 - train.hard_baseline_decay)
+            self.hard.update_baseline(totals[4] / totals[5], train.hard_baseline_decay)
         self.scaler.unscale_(self.optimizer)
         scale = self.world / totals[2].item()  # mean over processes of summed losses -> sum over the step / its tokens
         for p in self.params:

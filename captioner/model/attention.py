@@ -1,5 +1,5 @@
-"""Soft attention over the annotation vectors: Xu et al. 2015 eq. 4-6 (the deterministic form, §4.2),
-with the score functions of the literature around it.
+"""Attention over the annotation vectors: Xu et al. 2015 eq. 4-6 (the deterministic form, §4.2) with
+the score functions of the literature around it, and the stochastic "hard" form of §4.1 (eq. 8-9).
 
     e_ti     = f_att(a_i, h_{t-1})                       (eq. 4)
     alpha_ti = exp(e_ti) / sum_k exp(e_tk)                (eq. 5)
@@ -240,13 +240,19 @@ class HardAttention(AdditiveAttention):
     the distribution, as the map (overlays, pointing, the doubly stochastic penalty).
 
     `baseline` is b of eq. 12's moving average, b <- decay b + (1 - decay) log p(y | s, a), a buffer so
-    that checkpoints save it and a resumed run continues from it; training updates it per step.
+    that checkpoints save it and a resumed run continues from it; training moves it once per
+    optimizer step (`update_baseline`) by the mean log-likelihood of the step's sampled sentences.
     """
 
     def __init__(self, feature_dim: int, decoder_dim: int, attention_dim: int, expected_rate: float, decode: str):
         super().__init__(feature_dim, decoder_dim, attention_dim)
         self.expected_rate, self.decode = expected_rate, decode
         self.register_buffer("baseline", torch.zeros(()))  # b, eq. 12 (saved in checkpoints)
+
+    @torch.no_grad()
+    def update_baseline(self, log_likelihood: torch.Tensor, decay: float) -> None:
+        """b <- decay b + (1 - decay) log p(y | s, a), from a step's mean log-likelihood (eq. 12)."""
+        self.baseline.lerp_(log_likelihood.to(self.baseline), 1 - decay)
 
     def keys(self, a: torch.Tensor) -> HardKeys:
         """W_a a_i once per image, and in training each image's draw of the expected context."""
