@@ -68,8 +68,8 @@ class TrainConfig:
     lr_encoder: float = 1e-3  # Adam learning rate of the trainable encoder layers
     weight_decay: float = 0.0  # Adam weight decay
     alpha_c: float = 1.0  # doubly stochastic attention weight, paper §4.2.1
-    hard_reinforce_weight: float = 0.1  # hard: lambda_r of eq. 12 (paper: unstated; the authors' code: 1/10)
-    hard_entropy_weight: float = 0.002  # hard: lambda_e of eq. 12, entropy bonus (paper: unstated; the authors' code: 0.002)
+    hard_reinforce_weight: float = 0.1  # hard: lambda_r of eq. 12 (paper: no value; the authors' code: 1/10)
+    hard_entropy_weight: float = 0.002  # hard: lambda_e of eq. 12, entropy bonus (paper: no value; the authors' code: 0.002)
     hard_baseline_decay: float = 0.9  # hard: b <- decay b + (1 - decay) log p(y | s, a) per step (paper §4.1: 0.9)
     grad_clip: float = 5.0  # max gradient norm (0 = no clipping)
     schedule: str = "cosine"  # cosine | step | constant learning-rate schedule over the run

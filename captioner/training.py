@@ -101,7 +101,8 @@ class Stepper:
     terms, gradients scaled by the step's token count over all processes, clipping, Adam.
 
     With `hard` (the model's HardAttention, §4.1) the loss adds REINFORCE's surrogate, and after the
-    step's log-likelihoods are summed over all processes the baseline moves once, by their mean."""
+    step's log-likelihoods are summed over all processes the baseline moves once, by their mean. The
+    loss reported stays NLL + penalty: the surrogate's value means nothing, only its gradient."""
 
     def __init__(self, model, optimizer, scheduler, config: Config, pad_id: int, dtype: torch.dtype | None, world: int,
                  hard: HardAttention | None = None):

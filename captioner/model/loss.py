@@ -42,9 +42,16 @@ def hard_attention_terms(logits: torch.Tensor, alphas: torch.Tensor, targets: to
     context, which learn by backpropagation; the entropy bonus counts every sentence. The
     surrogate's value means nothing; only its gradient does.
 
+    The paper gives no values for lambda_r and lambda_e; the defaults of `train.hard_reinforce_weight`
+    (0.1) and `train.hard_entropy_weight` (0.002) are the authors' code's (arctic-captions: a factor
+    1/10 on the advantage, alpha_entropy_c = 0.002). Its reward is the per-word mean cost and its
+    attention terms are not divided by the batch size as its likelihood is, so the scales there are
+    comparable to these, not equal; here every term is summed over sentences like the NLL.
+
     logits (B, T, V), alphas (B, T, P), targets (B, T) -> (surrogate, summed log p(y | s, a) of the
     sampled sentences, their number): training divides the surrogate by the step's token count
-    with the NLL, and feeds the mean log-likelihood to the baseline's moving average.
+    with the NLL, so that it is per token as the loss is, and moves the baseline by the step's mean
+    log-likelihood.
     """
     mask = targets != pad_id  # (B, T)
     nll = F.cross_entropy(logits.float().transpose(1, 2), targets, ignore_index=pad_id, reduction="none")  # (B, T)
