@@ -217,7 +217,7 @@ class HardKeys(NamedTuple):
     image's draw of the expected-context trick, and the locations sampled at each step (training)."""
 
     keys: torch.Tensor  # W_a a_i: (B, P, A)
-    expected: torch.Tensor  # (B,) bool: this pass reads the image through sum_i alpha_i a_i, not a sample
+    expected: torch.Tensor | None  # training: (B,) bool, True where this pass reads sum_i alpha_i a_i, not a sample
     locations: list  # s_t (B*K,) appended by each training step; -1 where the expected context was read
 
 
@@ -256,30 +256,23 @@ class HardAttention(AdditiveAttention):
 
     def keys(self, a: torch.Tensor) -> HardKeys:
         """W_a a_i once per image, and in training each image's draw of the expected context."""
-        B = a.shape[0]
-        expected = torch.ones(B, dtype=torch.bool, device=a.device)
-        if self.training:
-            expected = torch.rand(B, device=a.device) < self.expected_rate  # (B,)
+        expected = torch.rand(a.shape[0], device=a.device) < self.expected_rate if self.training else None
         return HardKeys(self.feature_proj(a), expected, [])
 
     def forward(self, keys: HardKeys, a: torch.Tensor, h: torch.Tensor):
         """keys of `keys(a)`, a (B, P, D), h (B*K, H) -> z (B*K, D), alpha (B*K, P)."""
         N, K = h.shape[0], h.shape[0] // a.shape[0]
         z_soft, alpha = attend(self.energies(keys.keys, h), a)  # (N, D), (N, P): eq. 4-6
-        if not self.training and self.decode == "expectation":
-            return z_soft, alpha
         image = torch.arange(N, device=a.device) // K  # (N,): row b*K + k reads image b
-        if self.training:
-            s = torch.multinomial(alpha.detach().float(), 1).squeeze(1)  # s_t ~ Multinomial_1(alpha_t), eq. 8: (N,)
-        else:
-            s = alpha.argmax(-1)  # (N,)
-        z = a[image, s].to(z_soft.dtype)  # a_{s_t}, eq. 9: (N, D); no gradient reaches alpha through it
         if not self.training:
-            return z, alpha
+            if self.decode == "expectation":
+                return z_soft, alpha
+            return a[image, alpha.argmax(-1)], alpha  # a at alpha's peak: (N, D)
+        s = torch.multinomial(alpha.detach().float(), 1).squeeze(1)  # s_t ~ Multinomial_1(alpha_t), eq. 8: (N,)
+        z = a[image, s].to(z_soft.dtype)  # a_{s_t}, eq. 9: (N, D); no gradient reaches alpha through it
         expected = keys.expected[image]  # (N,)
         keys.locations.append(s.masked_fill(expected, -1))
         return torch.where(expected.unsqueeze(1), z_soft, z), alpha
-
 
 ATTENTIONS = {  # name -> how to build it from the model config and the feature size D
     "additive": lambda config, D: AdditiveAttention(D, config.decoder_dim, config.attention_dim),
