@@ -96,6 +96,15 @@ def lr_factor(step: int, total_steps: int, steps_per_epoch: int, config: TrainCo
     raise ConfigError(f"train.schedule: unknown '{config.schedule}'; known: cosine, step, constant")
 
 
+def check_hard_settings(config: TrainConfig) -> None:
+    """A ConfigError, naming the key, for hard attention's REINFORCE settings that cannot be used."""
+    if not 0 <= config.hard_baseline_decay < 1:
+        raise ConfigError(f"train.hard_baseline_decay must be in [0, 1), got {config.hard_baseline_decay}")
+    for key in ("hard_reinforce_weight", "hard_entropy_weight"):
+        if getattr(config, key) < 0:
+            raise ConfigError(f"train.{key} must be >= 0, got {getattr(config, key)}")
+
+
 class Stepper:
     """One optimizer step over `accumulate` micro-batches: forward under autocast, summed loss
     terms, gradients scaled by the step's token count over all processes, clipping, Adam.
@@ -109,6 +118,8 @@ class Stepper:
         self.model, self.optimizer, self.scheduler = model, optimizer, scheduler
         self.config, self.pad_id, self.dtype, self.world = config, pad_id, dtype, world
         self.hard = hard
+        if hard is not None:
+            check_hard_settings(config.train)
         self.scaler = torch.amp.GradScaler(enabled=dtype == torch.float16)
         self.params = [p for group in optimizer.param_groups for p in group["params"]]
 

@@ -251,6 +251,20 @@ def test_bad_hard_settings_are_config_errors_naming_the_key(changes, key):
         tiny_model(**changes)
 
 
+@pytest.mark.parametrize(
+    "key, value",
+    [("hard_baseline_decay", 1.0), ("hard_baseline_decay", -0.1), ("hard_reinforce_weight", -1.0),
+     ("hard_entropy_weight", -0.5)],
+)
+def test_bad_reinforce_settings_stop_training_before_it_starts(key, value):
+    config = Config(model=ModelConfig(**{**TINY_MODEL, "attention": "hard"}))
+    setattr(config.train, key, value)
+    model = Captioner(config.model, len(VOCAB))
+    optimizer = torch.optim.Adam(model.parameters())
+    with pytest.raises(ConfigError, match=f"train.{key}"):
+        Stepper(model, optimizer, None, config, VOCAB.pad, None, 1, hard=model.decoder.attention)
+
+
 def test_list_config_shows_the_hard_attention_keys(capsys):
     print_config_keys()
     lines = {line.split()[0]: line for line in capsys.readouterr().out.splitlines() if line.strip()}
