@@ -226,13 +226,14 @@ class CaptionDemo:
         """The page's handler for a changed input: `caption` it, or clear every output when the image
         was removed or cannot be captioned (the message then shows as a warning), so that no output
         ever stays beside a picture it does not belong to."""
+        cleared = "", [], [], [], None, None  # caption, words, strip, n-best, details, WordAttention
         if image is None:
-            return "", [], [], [], None, None
+            return cleared
         try:
             return self.caption(image, beam_size, length_penalty, max_length)
         except gr.Error as error:
             gr.Warning(error.message)
-            return "", [], [], [], None, None
+            return cleared
 
     def novelty_details(self, score: float | None) -> dict:
         """The novelty part of `caption`'s details: the score, the threshold and whether the image is

@@ -6,8 +6,8 @@ import pytest
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
-from captioner.config import load_config  # noqa: E402
-from captioner.data.shapes import generate  # noqa: E402
+from captioner.config import load_config
+from captioner.data.shapes import generate
 
 
 @pytest.fixture(scope="session")
@@ -105,3 +105,16 @@ def app_url(caption_demo, example_dir, tmp_path_factory):
         launch(page, port=port, prevent_thread_lock=True, quiet=True)
         yield page.local_url
         page.close()
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """torch on one thread for a module of tiny tensors (`pytestmark = pytest.mark.usefixtures("one_thread")`):
+    a second thread gains nothing there, and on a busy machine threads waiting for each other make
+    such a module ten times slower."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -20,13 +20,7 @@ VARIANTS = list(ATTENTIONS)
 P, D, H = 16, 16, 32  # TINY_MODEL's grid cells, feature and decoder sizes
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # Tiny tensors: a second thread only waits on the first (and on whatever else runs here).
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny_model(attention: str, seed: int = 0, **changes) -> Captioner:

@@ -35,14 +35,7 @@ def make_features(B: int = 6, seed: int = 1) -> torch.Tensor:
     return 2 * torch.randn(B, P, D, generator=torch.Generator().manual_seed(seed))
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # Tensors this small gain nothing from threads, and on a busy machine threads waiting for each
-    # other make the file ten times slower.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

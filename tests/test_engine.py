@@ -23,12 +23,7 @@ P, D = 16, 16
 ABLATIONS = [(), *((name,) for name in TRICKS), TRICKS]  # all on, each off, all off
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def make_model(seed: int = 0, end_bias: float = 1.0, **changes) -> Captioner:

@@ -24,12 +24,7 @@ P, D, H = 16, 16, 32  # TINY_MODEL's grid cells, feature and decoder sizes
 VOCAB = Vocab([*SPECIALS, *(f"w{i}" for i in range(8))])
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny_model(seed: int = 0, **changes) -> Captioner:

@@ -8,10 +8,11 @@ command's flags rather than the config keys they set (`usage_error`), exit statu
 import argparse
 import json
 import re
+import sys
 from pathlib import Path
 from typing import NoReturn
 
-from captioner.config import Config, config_keys, load_config
+from captioner.config import Config, ConfigError, config_keys, load_config
 
 DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "shapes.yaml"
 
@@ -76,3 +77,19 @@ def print_config_keys() -> None:
     print("# in captioner/config.py, which --config (default: configs/shapes.yaml) overrides in part.")
     for key, value, comment in rows:
         print(f"{key:<{key_width}}  {value:<{value_width}}  # {comment}")
+
+
+def load_model_or_exit(parser: argparse.ArgumentParser, args: argparse.Namespace):
+    """(model, vocab, config, checkpoint dict) of --checkpoint on --device: a bad --device is a usage
+    error (exit 2), a checkpoint that cannot be used one error line naming it (exit 1)."""
+    from captioner.checkpoint import CheckpointError, load_model
+    from captioner.devices import resolve_device
+
+    try:
+        device = resolve_device(args.device)
+    except ConfigError as error:
+        parser.error(f"argument --device: {error}")
+    try:
+        return load_model(args.checkpoint, device)
+    except CheckpointError as error:
+        sys.exit(f"error: {error}")

@@ -20,12 +20,10 @@ import torch
 
 from captioner import novelty
 from captioner.assets import BUNDLED_CHECKPOINT
-from captioner.checkpoint import CheckpointError, load_model
-from captioner.cli import HelpFormatter, positive_int, usage_error
+from captioner.cli import HelpFormatter, load_model_or_exit, positive_int, usage_error
 from captioner.config import ConfigError
 from captioner.data.images import ImageError, load_image
 from captioner.decoding import LENGTH_PENALTIES, check_decode_config
-from captioner.devices import resolve_device
 from captioner.inference import Failed, caption_files
 from captioner.visualize import save_attention
 
@@ -120,14 +118,7 @@ def _unique_stem(path: Path, used: set[str]) -> str:
 def main(argv: list[str] | None = None) -> None:
     parser = get_args_parser()
     args = parser.parse_args(argv)
-    try:
-        device = resolve_device(args.device)
-    except ConfigError as error:
-        parser.error(f"argument --device: {error}")
-    try:
-        model, vocab, config, state = load_model(args.checkpoint, device)
-    except CheckpointError as error:
-        sys.exit(f"error: {error}")
+    model, vocab, config, state = load_model_or_exit(parser, args)
     try:
         decode = _decode_config(config, args)
     except ConfigError as error:

@@ -3,13 +3,11 @@
 import argparse
 import sys
 
-from captioner.checkpoint import CheckpointError, load_model
-from captioner.cli import HelpFormatter, positive_int, usage_error, with_flags
+from captioner.cli import HelpFormatter, load_model_or_exit, positive_int, usage_error, with_flags
 from captioner.config import ConfigError
 from captioner.data.readers import FORMATS, read_split
 from captioner.data.records import SPLITS, AnnotationError
 from captioner.decoding import check_decode_config
-from captioner.devices import resolve_device
 from captioner.evaluation import MetricUnavailable, evaluate_model, metrics_json, write_coco_results
 
 # The config key each option sets; errors about the key name the option.
@@ -50,14 +48,7 @@ def get_args_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> None:
     parser = get_args_parser()
     args = parser.parse_args(argv)
-    try:
-        device = resolve_device(args.device)
-    except ConfigError as error:
-        parser.error(f"argument --device: {error}")
-    try:
-        model, vocab, config, _ = load_model(args.checkpoint, device)
-    except CheckpointError as error:
-        sys.exit(f"error: {error}")
+    model, vocab, config, _ = load_model_or_exit(parser, args)
     for value, section, key in (
         (args.data, config.data, "root"), (args.format, config.data, "format"),
         (args.beam_size, config.decode, "beam_size"), (args.max_length, config.decode, "max_length"),
