@@ -27,6 +27,7 @@ from tqdm import tqdm
 from captioner import distributed
 from captioner.checkpoint import checkpoint_state, load_checkpoint, save_checkpoint
 from captioner.config import Config, ConfigError, TrainConfig, config_from_dict, save_config
+from captioner.data.batching import LengthGroupedBatches
 from captioner.data.dataset import CaptionDataset, ImageInput, collate
 from captioner.data.feature_cache import FeatureCache
 from captioner.data.readers import read_split
@@ -297,17 +298,24 @@ def _train_loader(config: Config, records: list, model: Captioner, vocab: Vocab,
         raise ConfigError(
             f"train.batch_size ({config.train.batch_size}) must be divisible by processes x train.accumulate ({parts})"
         )
-    sampler = DistributedSampler(
-        dataset, num_replicas=process.world, rank=process.rank, shuffle=True, seed=config.train.seed, drop_last=True
-    )
+    micro_batch = config.train.batch_size // parts
+    if config.train.length_groups < 0:
+        raise ConfigError(f"train.length_groups must be 0 (off) or a number of batches, got {config.train.length_groups}")
+    if config.train.length_groups:
+        sampler = LengthGroupedBatches(dataset, micro_batch, process.world, process.rank, config.train.seed,
+                                       config.train.length_groups)
+        batching = {"batch_sampler": sampler}
+    else:
+        sampler = DistributedSampler(
+            dataset, num_replicas=process.world, rank=process.rank, shuffle=True, seed=config.train.seed, drop_last=True
+        )
+        batching = {"batch_size": micro_batch, "sampler": sampler, "drop_last": True}
     loader = DataLoader(
         dataset,
-        batch_size=config.train.batch_size // parts,
-        sampler=sampler,
         num_workers=config.data.num_workers,
         collate_fn=partial(collate, pad_id=vocab.pad),
         pin_memory=device.type == "cuda",
-        drop_last=True,
+        **batching,
     )
     if len(loader) < config.train.accumulate:
         raise ConfigError(f"train.batch_size ({config.train.batch_size}) is larger than the training split")

@@ -15,13 +15,15 @@ from captioner.training import train
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_two_processes_match_one_process(tiny_config, tmp_path):
+@pytest.mark.parametrize("length_groups", [0, 2])
+def test_two_processes_match_one_process(tiny_config, tmp_path, length_groups):
     # A frozen encoder and no dropout: batch-norm statistics and dropout masks would otherwise differ
     # by design between one process and two (each sees half the batch and draws its own masks).
     tiny_config.model.fine_tune_from = "none"
     tiny_config.model.dropout = 0.0
     tiny_config.train.epochs = 2
     tiny_config.train.batch_size = 16
+    tiny_config.train.length_groups = length_groups  # the same global batches, dealt to two processes
     tiny_config.train.out_dir = str(tmp_path / "one")
     one = load_checkpoint(train(tiny_config) / "checkpoint_last.pt")
 

@@ -29,8 +29,10 @@ def test_tiny_training_run_lowers_the_loss_and_writes_the_run(tiny_config):
     assert "circle" in vocab.words and config.model.grid_size == 4
 
 
-def test_resumed_run_ends_with_the_same_weights(tiny_config, tmp_path):
+@pytest.mark.parametrize("length_groups", [0, 2])
+def test_resumed_run_ends_with_the_same_weights(tiny_config, tmp_path, length_groups):
     tiny_config.train.epochs = 3
+    tiny_config.train.length_groups = length_groups
     tiny_config.model.dropout = 0.5  # dropout makes the RNG state matter
     tiny_config.train.out_dir = str(tmp_path / "straight")
     straight = load_checkpoint(train(tiny_config) / "checkpoint_last.pt")

@@ -74,9 +74,16 @@ class CaptionDataset(Dataset):
         return len(self.records)
 
     def caption_ids(self, index: int) -> torch.Tensor:
+        return torch.tensor(self._encoded(index))
+
+    def caption_length(self, index: int) -> int:
+        """Tokens of the caption drawn for `index` this epoch, <start> and <end> included."""
+        return len(self._encoded(index))
+
+    def _encoded(self, index: int) -> list[int]:
         captions = self.records[index].captions
         pick = np.random.default_rng((self.seed, self.epoch, index)).integers(len(captions))
-        return torch.tensor(self.vocab.encode(captions[pick], self.max_tokens))
+        return self.vocab.encode(captions[pick], self.max_tokens)
 
     def __getitem__(self, index: int):
         x = self.inputs[index]
