@@ -141,10 +141,14 @@ class InferenceEngine:
             maps = [d.context_gates.weight] + ([d.out_z.weight] if d.deep_output else [])
             self.project = _Linear(torch.cat(maps), None, onednn)  # (4H [+ E], D)
 
+    @property
+    def device(self) -> torch.device:
+        return self.decoder.out.weight.device
+
     @torch.inference_mode()
     def encode(self, images: torch.Tensor) -> torch.Tensor:
         """Images (B, 3, S, S) -> annotation vectors (B, P, D), on the model's device."""
-        return self.encoder(images.to(self.decoder.out.weight.device))
+        return self.encoder(images.to(self.device))
 
     @torch.inference_mode()
     def init_state(self, a: torch.Tensor):

@@ -58,12 +58,14 @@ def caption_files(
     batch_size: int = 32,
     num_workers: int = 0,
     progress: bool = False,
-    generator: torch.Generator | None = None,
+    seed: int | None = None,
     feature_stats: dict | None = None,
 ) -> Iterator[Captioned | Failed]:
     """Captions `paths` in order, one result per path, with `model` (in eval mode) or an engine built
-    from it; `generator` seeds sampling; with `feature_stats` each result carries its novelty."""
+    from it; `seed` seeds sampling, on the model's device (None: torch's global generator); with
+    `feature_stats` each result carries its novelty."""
     engine = model if isinstance(model, InferenceEngine) else InferenceEngine(model)
+    generator = None if seed is None else torch.Generator(engine.device).manual_seed(seed)
     loader = DataLoader(ImageFiles(list(paths), image_size), batch_size=batch_size, num_workers=num_workers, collate_fn=list)  # failures are split off before stacking
     with tqdm(total=len(paths), desc="captioning", unit="img", disable=not progress) as bar:
         for items in loader:

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from captioner.cli.caption import main
@@ -98,6 +99,19 @@ def test_bad_options_and_checkpoints_are_clear_errors(tiny_checkpoint, images, c
     bogus.write_bytes(b"\0" * 10)
     code, _, _ = run(capsys, folder, "--checkpoint", bogus)
     assert "bogus.pt" in str(code)
+
+
+DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device"))]
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_sampling_repeats_with_its_seed_on_the_models_device(tiny_checkpoint, images, capsys, device):
+    folder, _, _ = images
+    flags = ["--checkpoint", tiny_checkpoint, "--sample", "--temperature", "3", "--n-best", "4", "--device", device]
+    drawn = {seed: [run(capsys, folder, *flags, "--seed", seed) for _ in range(2)] for seed in (1, 2)}
+    for seed, (first, second) in drawn.items():
+        assert first[0] == 0 and first == second
+    assert drawn[1][0][1] != drawn[2][0][1]
 
 
 def test_infer_script_runs_as_a_program(tiny_checkpoint, images):

@@ -130,7 +130,7 @@ def main(argv: list[str] | None = None) -> None:
     failures, stems = len(errors), set()
     results = caption_files(
         model, vocab, paths, config.data.image_size, decode, batch_size=args.batch_size,
-        progress=len(paths) > 8, generator=torch.Generator().manual_seed(args.seed), feature_stats=feature_stats,
+        progress=len(paths) > 8, seed=args.seed, feature_stats=feature_stats,
     )
     for result in results:
         if isinstance(result, Failed):
