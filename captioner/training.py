@@ -31,7 +31,9 @@ from captioner.data.batching import LengthGroupedBatches
 from captioner.data.dataset import CaptionDataset, ImageInput, collate
 from captioner.data.feature_cache import FeatureCache
 from captioner.data.readers import read_split
+from captioner.decoding import check_decode_config
 from captioner.devices import resolve_device
+from captioner.files import atomic_write
 from captioner.evaluation import (
     CAPTION_KEYS,
     available_metrics,
@@ -59,10 +61,7 @@ def autocast_dtype(amp: str, device: torch.device) -> torch.dtype | None:
         if device.type != "cuda":
             return None
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    choices = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}
-    if amp not in choices:
-        raise ConfigError(f"train.amp: unknown '{amp}'; known: auto, off, bf16, fp16")
-    return choices[amp]
+    return {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}[amp]
 
 
 def build_optimizer(model: Captioner, config: TrainConfig) -> torch.optim.Adam:
@@ -92,18 +91,42 @@ def lr_factor(step: int, total_steps: int, steps_per_epoch: int, config: TrainCo
         return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
     if config.schedule == "step":
         return config.gamma ** (step // (config.step_size * steps_per_epoch))
-    if config.schedule == "constant":
-        return 1.0
-    raise ConfigError(f"train.schedule: unknown '{config.schedule}'; known: cosine, step, constant")
+    return 1.0  # constant
 
 
-def check_hard_settings(config: TrainConfig) -> None:
-    """A ConfigError, naming the key, for hard attention's REINFORCE settings that cannot be used."""
-    if not 0 <= config.hard_baseline_decay < 1:
-        raise ConfigError(f"train.hard_baseline_decay must be in [0, 1), got {config.hard_baseline_decay}")
-    for key in ("hard_reinforce_weight", "hard_entropy_weight"):
-        if getattr(config, key) < 0:
-            raise ConfigError(f"train.{key} must be >= 0, got {getattr(config, key)}")
+SCHEDULES = ("cosine", "step", "constant")
+AMP = ("auto", "off", "bf16", "fp16")
+
+
+def check_train_settings(config: Config) -> None:
+    """A ConfigError naming the key for any training or decoding setting that cannot work, so that a
+    run fails before reading data, not at the warm-up's end or the first validation an epoch in. The
+    metric names are checked against the data by `early_stop_terms`."""
+    train = config.train
+    if train.schedule not in SCHEDULES:
+        raise ConfigError(f"train.schedule: unknown '{train.schedule}'; known: {', '.join(SCHEDULES)}")
+    if train.amp not in AMP:
+        raise ConfigError(f"train.amp: unknown '{train.amp}'; known: {', '.join(AMP)}")
+    at_least = {"epochs": 1, "batch_size": 1, "accumulate": 1, "step_size": 1, "warmup_steps": 0, "patience": 0,
+                "val_images": 0, "length_groups": 0}
+    for key, low in at_least.items():
+        if getattr(train, key) < low:
+            raise ConfigError(f"train.{key} must be >= {low}, got {getattr(train, key)}")
+    for key in ("lr_decoder", "lr_encoder"):
+        if not getattr(train, key) > 0:
+            raise ConfigError(f"train.{key} must be > 0, got {getattr(train, key)}")
+    for key in ("weight_decay", "alpha_c", "grad_clip", "hard_reinforce_weight", "hard_entropy_weight"):
+        if not getattr(train, key) >= 0:
+            raise ConfigError(f"train.{key} must be >= 0, got {getattr(train, key)}")
+    if not 0 < train.gamma <= 1:
+        raise ConfigError(f"train.gamma must be in (0, 1], got {train.gamma}")
+    if not 0 <= train.hard_baseline_decay < 1:
+        raise ConfigError(f"train.hard_baseline_decay must be in [0, 1), got {train.hard_baseline_decay}")
+    check_decode_config(config.decode)  # validation decodes with it
+
+
+class TrainingError(RuntimeError):
+    """A run that cannot go on (a loss that is no longer finite); the message says where and what is kept."""
 
 
 class Stepper:
@@ -119,8 +142,6 @@ class Stepper:
         self.model, self.optimizer, self.scheduler = model, optimizer, scheduler
         self.config, self.pad_id, self.dtype, self.world = config, pad_id, dtype, world
         self.hard = hard
-        if hard is not None:
-            check_hard_settings(config.train)
         self.scaler = torch.amp.GradScaler(enabled=dtype == torch.float16)
         self.params = [p for group in optimizer.param_groups for p in group["params"]]
 
@@ -172,7 +193,7 @@ def train_one_epoch(stepper: Stepper, loader, config: Config, epoch: int, show: 
     stepper.model.train()
     device = next(stepper.model.parameters()).device
     totals = torch.zeros(4)
-    micro_batches = []
+    micro_batches, steps = [], 0
     bar = tqdm(loader, desc=f"epoch {epoch + 1}/{config.train.epochs}", unit="batch", leave=False, disable=not show)
     for batch in bar:
         if batch is not None:  # None: every image of the micro-batch was unreadable
@@ -181,7 +202,13 @@ def train_one_epoch(stepper: Stepper, loader, config: Config, epoch: int, show: 
             inputs = inputs.to(device, torch.float32, non_blocking=True)
             micro_batches.append((inputs, captions.to(device, non_blocking=True)))
         if len(micro_batches) == config.train.accumulate:
-            totals += stepper(micro_batches)
+            step = stepper(micro_batches)  # summed over all processes: every process stops together
+            if not torch.isfinite(step[:2]).all():
+                nll, penalty = step[:2].tolist()
+                raise TrainingError(f"the loss is no longer finite at epoch {epoch + 1}, step {steps + 1} "
+                                    f"of {len(loader) // config.train.accumulate} (NLL {nll}, penalty {penalty})")
+            totals += step
+            steps += 1
             micro_batches = []
             bar.set_postfix(loss=f"{(totals[0] + config.train.alpha_c * totals[1]) / totals[2]:.3f}")
     nll, penalty, tokens, sentences = totals.tolist()
@@ -299,8 +326,6 @@ def _train_loader(config: Config, records: list, model: Captioner, vocab: Vocab,
             f"train.batch_size ({config.train.batch_size}) must be divisible by processes x train.accumulate ({parts})"
         )
     micro_batch = config.train.batch_size // parts
-    if config.train.length_groups < 0:
-        raise ConfigError(f"train.length_groups must be 0 (off) or a number of batches, got {config.train.length_groups}")
     if config.train.length_groups:
         sampler = LengthGroupedBatches(dataset, micro_batch, process.world, process.rank, config.train.seed,
                                        config.train.length_groups)
@@ -328,6 +353,7 @@ def train(config: Config, resume: str | Path | None = None, stop_after_epoch: in
     `stop_after_epoch` ends the run early after that many epochs, as if interrupted there.
     Under torchrun every process calls this; rank 0 alone writes files and prints.
     """
+    check_train_settings(config)
     seed_everything(config.train.seed)
     config, vocab, model, run_dir, state, train_records = _prepare_run(config, resume)
     val_records = read_split(config.data, "val")
@@ -340,6 +366,7 @@ def train(config: Config, resume: str | Path | None = None, stop_after_epoch: in
     if process.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         save_config(config, run_dir / "config.yaml")
+        _forget_after(run_dir, state["epoch"] if state else 0)
     if not java and process.is_main:
         print("note: no `java` on PATH: validation reports no caption metrics (BLEU, CIDEr...)", file=sys.stderr)
     loader, dataset, sampler = _train_loader(config, train_records, model, vocab, process, device)
@@ -370,7 +397,7 @@ def train(config: Config, resume: str | Path | None = None, stop_after_epoch: in
             save_checkpoint(run_dir / name, checkpoint_state(model, config, vocab, **extra))
 
     metric = config.train.early_stop_metric
-    epoch = start_epoch
+    done = start_epoch  # epochs that checkpoint_last.pt holds
     try:
         for epoch in range(start_epoch, config.train.epochs):
             started = time.perf_counter()
@@ -394,9 +421,11 @@ def train(config: Config, resume: str | Path | None = None, stop_after_epoch: in
                     unscored = ", ".join(name for name in terms if not math.isfinite(row["val"].get(name, math.nan)))
                     print(f"{unscored}: nothing to score, so checkpoint_best.pt holds this epoch until one scores",
                           file=sys.stderr)
-            save("checkpoint_last.pt", epoch + 1)
+            # Best before last: a run killed between the two replays this epoch and saves its best again.
             if improved or stand_in:
                 save("checkpoint_best.pt", epoch + 1)
+            save("checkpoint_last.pt", epoch + 1)
+            done = epoch + 1
             if config.train.patience and stale >= config.train.patience:
                 if process.is_main:
                     print(f"early stop: no {metric} gain in {stale} epochs", file=sys.stderr)
@@ -406,14 +435,46 @@ def train(config: Config, resume: str | Path | None = None, stop_after_epoch: in
         if process.is_main:
             print(_closing(run_dir, metric, best), file=sys.stderr)
     except KeyboardInterrupt:
-        # The interrupted epoch restarts from its beginning on resume, with the weights saved here.
-        save("checkpoint_last.pt", epoch)
+        # Nothing is saved mid-epoch: checkpoint_last.pt holds the last epoch boundary, and --resume
+        # runs the interrupted epoch again from its start, exactly as an uninterrupted run would.
         if process.is_main:
-            print(f"\ninterrupted: saved {run_dir / 'checkpoint_last.pt'}; continue with --resume {run_dir}", file=sys.stderr)
+            print(f"\ninterrupted in epoch {done + 1}: {_kept(run_dir, done)}", file=sys.stderr)
         raise
+    except TrainingError as error:
+        raise TrainingError(f"{error}; stopped: {_kept(run_dir, done)}") from None
     finally:
         distributed.stop()
     return run_dir
+
+
+def _kept(run_dir: Path, epochs_done: int) -> str:
+    """What a stopped run keeps, and how to go on."""
+    if epochs_done == 0:
+        return "no epoch had finished, so there is nothing to resume; start the run again"
+    return (f"{run_dir / 'checkpoint_last.pt'} holds epoch {epochs_done}; --resume {run_dir} "
+            f"runs epoch {epochs_done + 1} again from its start")
+
+
+def _forget_after(run_dir: Path, epochs_done: int) -> None:
+    """Drops what a killed run left past its last checkpoint: metrics.jsonl rows of epochs after
+    `epochs_done` (the run replays them) and the temp files of checkpoint writes cut short."""
+    for tmp in run_dir.glob(".checkpoint_*.tmp"):
+        tmp.unlink()
+    metrics = run_dir / "metrics.jsonl"
+    if metrics.exists():
+        rows = metrics.read_text().splitlines(keepends=True)
+        kept = [line for line in rows if _epoch_of(line) <= epochs_done]
+        if kept != rows:
+            with atomic_write(metrics, "w") as f:
+                f.writelines(kept)
+
+
+def _epoch_of(line: str) -> float:
+    """The epoch of a metrics.jsonl row; inf for a row cut short by a kill (it is dropped)."""
+    try:
+        return json.loads(line)["epoch"] if line.endswith("\n") else math.inf
+    except (ValueError, KeyError, TypeError):
+        return math.inf
 
 
 def _closing(run_dir: Path, metric: str, best: float) -> str:

@@ -8,7 +8,7 @@ import torch
 
 from captioner import training
 from captioner.checkpoint import CheckpointError, load_checkpoint, load_model
-from captioner.config import ConfigError, TrainConfig
+from captioner.config import ConfigError, TrainConfig, load_config
 from captioner.data.records import AnnotationError, ImageRecord, ObjectBox
 from captioner.training import early_stop_terms, lr_factor, read_metrics, train
 
@@ -56,21 +56,83 @@ def test_a_new_run_refuses_to_overwrite_an_old_one(tiny_config):
         train(tiny_config)
 
 
-def test_interrupt_saves_the_last_checkpoint(tiny_config, monkeypatch):
+def interrupt_in(epoch: int, step: int, raised: BaseException, monkeypatch):
+    """Makes training raise `raised` at the given step (1-based) of the given epoch (1-based)."""
+    at = {"epoch": 0, "step": 0}
+    real_epoch, real_step = training.train_one_epoch, training.Stepper.__call__
+
+    def one_epoch(stepper, loader, config, index, show):
+        at.update(epoch=index + 1, step=0)
+        return real_epoch(stepper, loader, config, index, show)
+
+    def one_step(self, micro_batches):
+        at["step"] += 1
+        if (at["epoch"], at["step"]) == (epoch, step):
+            raise raised
+        return real_step(self, micro_batches)
+
+    monkeypatch.setattr(training, "train_one_epoch", one_epoch)
+    monkeypatch.setattr(training.Stepper, "__call__", one_step)
+
+
+def test_ctrl_c_mid_epoch_resumes_from_the_epoch_boundary_exactly(tiny_config, tmp_path, monkeypatch, capsys):
+    tiny_config.train.epochs = 3
+    tiny_config.model.dropout = 0.5  # dropout makes the RNG state matter
+    tiny_config.train.out_dir = str(tmp_path / "straight")
+    straight = load_checkpoint(train(tiny_config) / "checkpoint_last.pt")
+
+    tiny_config.train.out_dir = str(tmp_path / "interrupted")
+    with monkeypatch.context() as patch:
+        interrupt_in(2, 2, KeyboardInterrupt(), patch)
+        with pytest.raises(KeyboardInterrupt):
+            train(tiny_config)
+    run = tmp_path / "interrupted"
+    assert "interrupted in epoch 2: " in capsys.readouterr().err
+    assert load_checkpoint(run / "checkpoint_last.pt")["epoch"] == 1  # the boundary, not a mid-epoch state
+    resumed = load_checkpoint(train(tiny_config, resume=run) / "checkpoint_last.pt")
+    for name, tensor in straight["model"].items():
+        torch.testing.assert_close(resumed["model"][name], tensor, rtol=0, atol=0, msg=name)
+    assert [row["epoch"] for row in read_metrics(run)] == [1, 2, 3]
+
+
+def test_a_loss_that_is_no_longer_finite_stops_the_run_and_keeps_the_last_good_checkpoint(tiny_config, monkeypatch):
+    tiny_config.train.epochs = 3
+    train(tiny_config, stop_after_epoch=1)
+    run = Path(tiny_config.train.out_dir)
+    good = (run / "checkpoint_last.pt").read_bytes()
+    real_terms = training.loss_terms
     calls = {"n": 0}
-    real = training.train_one_epoch
 
-    def interrupted_epoch(*args, **kwargs):
+    def poisoned(logits, *args):
         calls["n"] += 1
-        if calls["n"] == 2:
-            raise KeyboardInterrupt
-        return real(*args, **kwargs)
+        nll, penalty, tokens = real_terms(logits, *args)
+        return (nll * math.nan if calls["n"] == 3 else nll), penalty, tokens
 
-    monkeypatch.setattr(training, "train_one_epoch", interrupted_epoch)
-    with pytest.raises(KeyboardInterrupt):
-        train(tiny_config)
-    state = load_checkpoint(tiny_config.train.out_dir + "/checkpoint_last.pt")
-    assert state["epoch"] == 1  # epoch 2 restarts on resume
+    monkeypatch.setattr(training, "loss_terms", poisoned)
+    with pytest.raises(training.TrainingError) as raised:
+        train(tiny_config, resume=run)
+    message = str(raised.value)
+    assert "the loss is no longer finite at epoch 2, step 3 of " in message and "NLL nan" in message
+    assert f"{run / 'checkpoint_last.pt'} holds epoch 1" in message
+    assert (run / "checkpoint_last.pt").read_bytes() == good
+    assert [row["epoch"] for row in read_metrics(run)] == [1]
+
+
+@pytest.mark.parametrize("override, key", [
+    ("train.schedule=linear", "train.schedule: unknown 'linear'"),
+    ("train.amp=fp8", "train.amp: unknown 'fp8'"),
+    ("train.length_groups=-1", "train.length_groups must be >= 0"),
+    ("train.lr_decoder=0", "train.lr_decoder must be > 0"),
+    ("train.gamma=2", "train.gamma must be in (0, 1]"),
+    ("train.hard_baseline_decay=1", "train.hard_baseline_decay must be in [0, 1)"),
+    ("decode.beam_size=0", "decode.beam_size must be >= 1"),
+    ("decode.n_best=4", "decode.n_best must be in 1..decode.beam_size"),
+])
+def test_every_setting_is_checked_before_the_data_is_read(tmp_path, override, key):
+    config = load_config(None, [f"data.root={tmp_path / 'nowhere'}", override])
+    with pytest.raises(ConfigError) as raised:
+        train(config)
+    assert str(raised.value).startswith(key)
 
 
 # --- a newcomer's first runs: short schedules, metrics the data cannot compute, missing data ---

@@ -14,7 +14,7 @@ from captioner.cli import (
 )
 from captioner.config import ConfigError, load_config
 from captioner.data.records import AnnotationError
-from captioner.training import train
+from captioner.training import TrainingError, train
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> None:
         run_dir = train(config, resume=args.resume, stop_after_epoch=args.stop_after_epoch)
     except ConfigError as error:
         usage_error(parser, error)
-    except (AnnotationError, CheckpointError) as error:
+    except (AnnotationError, CheckpointError, TrainingError) as error:
         sys.exit(f"error: {error}")
     except KeyboardInterrupt:
         sys.exit(130)
