@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from captioner import training
-from captioner.checkpoint import CheckpointError, load_checkpoint, load_model
+from captioner.checkpoint import load_checkpoint, load_model
 from captioner.config import ConfigError, TrainConfig, load_config
 from captioner.data.records import AnnotationError, ImageRecord, ObjectBox
 from captioner.training import early_stop_terms, lr_factor, read_metrics, train
