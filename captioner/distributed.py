@@ -49,6 +49,12 @@ def sum_tensor(x: torch.Tensor) -> torch.Tensor:
     return x
 
 
+def everyone(flag: bool, device: torch.device) -> bool:
+    """True when `flag` holds in every process (a tensor on `device`: NCCL reduces only GPU tensors)."""
+    missing = sum_tensor(torch.tensor([0.0 if flag else 1.0], device=device))
+    return missing.item() == 0
+
+
 def gather(obj, process: Process) -> list:
     """Every process's `obj`, in rank order (on every process)."""
     if process.world == 1:

@@ -193,30 +193,42 @@ def train_one_epoch(stepper: Stepper, loader, config: Config, epoch: int, show: 
     stepper.model.train()
     device = next(stepper.model.parameters()).device
     totals = torch.zeros(4)
-    micro_batches, steps = [], 0
+    micro_batches, loaded, steps, skipped = [], 0, 0, 0
     bar = tqdm(loader, desc=f"epoch {epoch + 1}/{config.train.epochs}", unit="batch", leave=False, disable=not show)
     for batch in bar:
+        loaded += 1
         if batch is not None:  # None: every image of the micro-batch was unreadable
             inputs, captions = batch
             # Cached features arrive as float16; images and features are trained on in float32.
             inputs = inputs.to(device, torch.float32, non_blocking=True)
             micro_batches.append((inputs, captions.to(device, non_blocking=True)))
-        if len(micro_batches) == config.train.accumulate:
-            step = stepper(micro_batches)  # summed over all processes: every process stops together
-            if not torch.isfinite(step[:2]).all():
-                nll, penalty = step[:2].tolist()
-                raise TrainingError(f"the loss is no longer finite at epoch {epoch + 1}, step {steps + 1} "
-                                    f"of {len(loader) // config.train.accumulate} (NLL {nll}, penalty {penalty})")
-            totals += step
-            steps += 1
+        if loaded % config.train.accumulate:
+            continue
+        # A process left with nothing to train on would make the others wait for it in the gradient
+        # all-reduce for ever, so the processes agree: if any has nothing, all skip this step.
+        if not distributed.everyone(bool(micro_batches), device):
+            skipped += 1
             micro_batches = []
-            bar.set_postfix(loss=f"{(totals[0] + config.train.alpha_c * totals[1]) / totals[2]:.3f}")
+            continue
+        step = stepper(micro_batches)  # summed over all processes: every process stops together
+        if not torch.isfinite(step[:2]).all():
+            nll, penalty = step[:2].tolist()
+            raise TrainingError(f"the loss is no longer finite at epoch {epoch + 1}, step {steps + skipped + 1} "
+                                f"of {len(loader) // config.train.accumulate} (NLL {nll}, penalty {penalty})")
+        totals += step
+        steps += 1
+        micro_batches = []
+        bar.set_postfix(loss=f"{(totals[0] + config.train.alpha_c * totals[1]) / totals[2]:.3f}")
+    if skipped and show:
+        print(f"epoch {epoch + 1}: skipped {skipped} of {steps + skipped} steps, "
+              "a process's images for them all unreadable", file=sys.stderr)
     nll, penalty, tokens, sentences = totals.tolist()
     tokens = max(tokens, 1.0)
     return {
         "train_loss": (nll + config.train.alpha_c * penalty) / tokens,
         "train_cross_entropy": nll / tokens,
         "train_penalty": penalty / max(sentences, 1.0),
+        "skipped_steps": skipped,
     }
 
 

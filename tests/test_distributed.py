@@ -1,15 +1,19 @@
 """A real 2-process launch with torchrun (gloo on CPU) against one process with the same global batch."""
 
 import json
+import math
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import yaml
+from torch.utils.data import DistributedSampler
 
 from captioner.checkpoint import load_checkpoint
+from captioner.data.readers import read_split
 from captioner.training import train
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -52,3 +56,33 @@ def test_two_processes_match_one_process(tiny_config, tmp_path, length_groups):
     for single, double in zip(*rows):
         assert double["train_loss"] == pytest.approx(single["train_loss"], rel=1e-5)
         assert double["val"]["images"] == single["val"]["images"]  # validation gathered from both ranks
+
+
+def test_a_micro_batch_all_unreadable_on_one_process_skips_the_step_on_both(tiny_config, shapes_dir, tmp_path):
+    data = tmp_path / "shapes"
+    shutil.copytree(shapes_dir, data)
+    tiny_config.data.root = str(data)
+    tiny_config.train.epochs = 1
+    tiny_config.train.batch_size = 8  # 4 images per process and step
+    tiny_config.train.out_dir = str(tmp_path / "run")
+    # The images of rank 1's first micro-batch, as its sampler deals them, made unreadable.
+    records = read_split(tiny_config.data, "train")
+    sampler = DistributedSampler(range(len(records)), num_replicas=2, rank=1, shuffle=True,
+                                 seed=tiny_config.train.seed, drop_last=True)
+    sampler.set_epoch(0)
+    broken = [records[i].path for i in list(sampler)[:4]]
+    for path in broken:
+        path.write_bytes(path.read_bytes()[:100])
+    config_file = tmp_path / "tiny.yaml"
+    config_file.write_text(yaml.safe_dump(tiny_config.to_dict()))
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+         str(ROOT / "train.py"), "--config", str(config_file)],
+        capture_output=True, text=True, timeout=180, env=env, check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert all(f"error: cannot read image '{path}'" in done.stderr for path in broken)
+    assert "epoch 1: skipped 1 of 6 steps" in done.stderr
+    (row,) = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert row["skipped_steps"] == 1 and math.isfinite(row["train_loss"])
