@@ -4,6 +4,7 @@ import contextlib
 import io
 import json
 import re
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -96,6 +97,18 @@ def test_a_split_does_not_depend_on_other_splits_counts(tmp_path):
     assert len(test_files) == 3 + 2
     assert all(a[name] == b[name] for name in test_files)
     assert a["images/train_000002.jpg"] == b["images/train_000002.jpg"]  # a prefix of a larger split
+
+
+def test_the_train_split_can_weight_scenes_by_object_count_and_the_others_stay_uniform(tmp_path):
+    generate(tmp_path / "uniform", {"train": 3, "val": 60}, seed=2)
+    generate(tmp_path / "weighted", {"train": 300, "val": 60}, seed=2, train_objects=(0, 1, 3))
+    uniform, weighted = files(tmp_path / "uniform"), files(tmp_path / "weighted")
+    assert all(weighted[name] == uniform[name] for name in uniform if name.startswith("images/val_"))
+    instances = json.loads(weighted["instances_train.json"])
+    per_image = Counter(a["image_id"] for a in instances["annotations"])
+    counts = Counter(per_image.values())
+    assert len(per_image) == 300 and counts[1] == 0 and 170 < counts[3] < 280
+    assert instances["info"]["object_shares"] == [0, 1, 3]
 
 
 def test_scenes_have_distinct_objects_inside_the_image_and_apart():
@@ -228,6 +241,8 @@ def test_command_line_writes_the_dataset(tmp_path, capsys):
     (["--train", "-1"], "train image count"),
     (["--seed", "-2"], "seed"),
     (["--image-size", "16"], "image size"),
+    (["--train-objects", "1:2"], "expected three numbers A:B:C"),
+    (["--train-objects", "0:0:0"], "object shares must be 3 numbers >= 0, not all 0"),
 ])
 def test_command_line_rejects_bad_arguments(tmp_path, capsys, argv, message):
     with pytest.raises(SystemExit) as exit_info:

@@ -148,12 +148,15 @@ def _check_image_size(image_size: int) -> None:
         raise ValueError(f"image size must be at least {MIN_IMAGE_SIZE} pixels, got {image_size}")
 
 
-def make_scene(rng: np.random.Generator, image_size: int = REFERENCE_SIZE) -> Scene:
-    """A random scene of 1-3 objects with distinct (shape, colour), placed so every relation is clear."""
+def make_scene(rng: np.random.Generator, image_size: int = REFERENCE_SIZE,
+               object_shares: tuple[float, float, float] | None = None) -> Scene:
+    """A random scene of 1-3 objects with distinct (shape, colour), placed so every relation is clear;
+    the number of objects is uniform, or drawn in proportion to `object_shares` (1, 2, 3 objects)."""
     _check_image_size(image_size)
     combos = [(shape, colour) for shape in SHAPES for colour in COLOURS]
+    shares = None if object_shares is None else np.asarray(object_shares, float) / sum(object_shares)
     while True:  # some sets of objects (three large ones, say) find no valid placement: draw others
-        count = int(rng.integers(1, 4))
+        count = int(rng.integers(1, 4)) if shares is None else 1 + int(rng.choice(3, p=shares))
         picked = sorted(rng.choice(len(combos), size=count, replace=False))  # sorted: canonical order
         objects = []
         for index in picked:
@@ -244,12 +247,12 @@ def image_rng(seed: int, split: str, index: int) -> np.random.Generator:
 
 
 def _write_split(out: Path, split: str, count: int, seed: int, image_size: int = REFERENCE_SIZE,
-                   progress: tqdm | None = None) -> None:
+                 progress: tqdm | None = None, object_shares: tuple[float, float, float] | None = None) -> None:
     """Writes `count` images of one split and its captions_/instances_ JSON files under `out`."""
     images, captions, instances = [], [], []
     for index in range(1, count + 1):
         rng = image_rng(seed, split, index)
-        scene = make_scene(rng, image_size)
+        scene = make_scene(rng, image_size, object_shares)
         image_id = SPLITS.index(split) * ID_STRIDE + index
         file_name = f"{split}_{index:06d}.jpg"
         render(scene, rng).save(out / "images" / file_name, quality=JPEG_QUALITY)
@@ -265,7 +268,8 @@ def _write_split(out: Path, split: str, count: int, seed: int, image_size: int =
             progress.update()
     # exhaustive_references: the captions of an image are all its valid phrasings (exact accuracy)
     info = {"description": "synthetic shapes scenes (captioner.data.shapes)", "split": split,
-            "seed": seed, "image_size": image_size, "exhaustive_references": True}
+            "seed": seed, "image_size": image_size, "exhaustive_references": True,
+            "object_shares": list(object_shares) if object_shares else "uniform"}
     categories = [{"id": i + 1, "name": shape, "supercategory": "shape"} for i, shape in enumerate(SHAPES)]
     common = {"info": info, "licenses": [], "images": images}
     (out / f"captions_{split}.json").write_text(json.dumps({**common, "annotations": captions}))
@@ -273,8 +277,11 @@ def _write_split(out: Path, split: str, count: int, seed: int, image_size: int =
         json.dumps({**common, "annotations": instances, "categories": categories}))
 
 
-def check_arguments(counts: dict[str, int], seed: int, image_size: int) -> None:
+def check_arguments(counts: dict[str, int], seed: int, image_size: int,
+                    train_objects: tuple[float, float, float] | None = None) -> None:
     """Raises ValueError, naming the argument, for anything generate() cannot use."""
+    if train_objects is not None and (len(train_objects) != 3 or min(train_objects) < 0 or sum(train_objects) <= 0):
+        raise ValueError(f"the train split's object shares must be 3 numbers >= 0, not all 0, got {train_objects}")
     for split, count in counts.items():
         if split not in SPLITS:
             raise ValueError(f"unknown split '{split}'; known: {', '.join(SPLITS)}")
@@ -286,14 +293,27 @@ def check_arguments(counts: dict[str, int], seed: int, image_size: int) -> None:
 
 
 def generate(out: Path, counts: dict[str, int], seed: int, image_size: int = REFERENCE_SIZE, *,
-             progress: bool = False) -> None:
-    """Writes the dataset: `counts` maps split names (of SPLITS) to image counts; progress bar on stderr."""
-    check_arguments(counts, seed, image_size)
+             progress: bool = False, train_objects: tuple[float, float, float] | None = None) -> None:
+    """Writes the dataset: `counts` maps split names (of SPLITS) to image counts; progress bar on stderr.
+
+    `train_objects` gives the train split's shares of 1-, 2- and 3-object scenes (default uniform);
+    validation and test stay uniform, so their figures read the same whatever the training mix."""
+    check_arguments(counts, seed, image_size, train_objects)
     out = Path(out)
     (out / "images").mkdir(parents=True, exist_ok=True)
     with tqdm(total=sum(counts.values()), desc="shapes", unit="img", disable=not progress) as bar:
         for split, count in counts.items():
-            _write_split(out, split, count, seed, image_size, bar)
+            _write_split(out, split, count, seed, image_size, bar, train_objects if split == "train" else None)
+
+
+def _shares(text: str) -> tuple[float, float, float]:
+    try:
+        shares = tuple(float(part) for part in text.split(":"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected three numbers A:B:C, got {text!r}") from None
+    if len(shares) != 3:
+        raise argparse.ArgumentTypeError(f"expected three numbers A:B:C, got {text!r}")
+    return shares
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -303,14 +323,17 @@ def main(argv: list[str] | None = None) -> None:
         parser.add_argument(f"--{split}", type=int, default=0, help=f"number of {split} images")
     parser.add_argument("--seed", type=int, default=0, help="same seed and counts give identical files")
     parser.add_argument("--image-size", type=int, default=REFERENCE_SIZE, help="image width and height in pixels")
+    parser.add_argument("--train-objects", type=_shares, metavar="A:B:C",
+                        help="shares of 1-, 2- and 3-object scenes in the train split, e.g. 1:2:3 "
+                        "(default: uniform); validation and test stay uniform")
     args = parser.parse_args(argv)
     counts = {split: getattr(args, split) for split in SPLITS}
     try:
-        check_arguments(counts, args.seed, args.image_size)
+        check_arguments(counts, args.seed, args.image_size, args.train_objects)
     except ValueError as error:
         parser.error(str(error))
     start = time.perf_counter()
-    generate(args.out, counts, args.seed, args.image_size, progress=True)
+    generate(args.out, counts, args.seed, args.image_size, progress=True, train_objects=args.train_objects)
     summary = ", ".join(f"{count} {split}" for split, count in counts.items())
     print(f"wrote {summary} images ({args.image_size} px, seed {args.seed}) to {args.out} "
           f"in {time.perf_counter() - start:.1f}s")
