@@ -24,6 +24,7 @@ import tempfile
 from pathlib import Path
 
 import torch
+import torchvision
 from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -35,6 +36,7 @@ from captioner.data.feature_cache import FeatureCache, build_feature_cache  # no
 from captioner.data.readers import read_split  # noqa: E402
 from captioner.data.shapes import generate  # noqa: E402
 from captioner.model.captioner import Captioner  # noqa: E402
+from captioner.model.encoder import SmallCNN  # noqa: E402
 from captioner.model.loss import caption_loss  # noqa: E402
 from captioner.vocab import build_vocab  # noqa: E402
 
@@ -54,9 +56,13 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp) / "shapes"
         generate(data, {"train": 2 * B}, seed=0, image_size=size)
+        # A feature cache needs the encoder's weights on file: random ones here, speed is all that is measured.
+        weights = Path(tmp) / "encoder.pt"
+        backbone = SmallCNN(16) if args.quick else torchvision.models.get_model("resnet101", weights=None)
+        torch.save(backbone.state_dict(), weights)
         config = load_config(None, [
             f"data.root={data}", f"data.image_size={size}", f"data.feature_cache={Path(tmp) / 'cache'}", "data.num_workers=0",
-            "model.backbone=resnet101" if not args.quick else "model.backbone=small", "model.weights=none",
+            "model.backbone=resnet101" if not args.quick else "model.backbone=small", f"model.weights={weights}",
             "model.fine_tune_from=none", f"model.grid_size={grid}", f"model.embed_dim={dim}",
             f"model.attention_dim={dim}", f"model.decoder_dim={dim}", "model.small_channels=16",
         ])

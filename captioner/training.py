@@ -10,6 +10,7 @@ N processes (or N micro-batches) give the same update as one big batch.
 """
 
 import contextlib
+import dataclasses
 import json
 import math
 import random
@@ -29,7 +30,7 @@ from captioner.checkpoint import checkpoint_state, load_checkpoint, save_checkpo
 from captioner.config import Config, ConfigError, TrainConfig, config_from_dict, save_config
 from captioner.data.batching import LengthGroupedBatches
 from captioner.data.dataset import CaptionDataset, ImageInput, collate
-from captioner.data.feature_cache import FeatureCache
+from captioner.data.feature_cache import FeatureCache, check_cacheable
 from captioner.data.readers import read_split
 from captioner.decoding import check_decode_config
 from captioner.devices import resolve_device
@@ -302,7 +303,6 @@ def _prepare_run(config: Config, resume: Path | None):
     if resume is not None:
         state = load_checkpoint(Path(resume) / "checkpoint_last.pt")
         config = config_from_dict(state["config"])
-        config.model.weights = "none"  # the checkpoint holds the weights
         run_dir = Path(resume)
     else:
         run_dir = Path(config.train.out_dir)
@@ -317,8 +317,10 @@ def _prepare_run(config: Config, resume: Path | None):
         vocab = Vocab(state["vocab"])
     else:  # built from the training split only
         vocab = build_vocab((c for r in train_records for c in r.captions), config.data.min_word_count)
-    model = Captioner(config.model, len(vocab))
-    if state is not None:
+    if state is None:
+        model = Captioner(config.model, len(vocab))
+    else:  # the checkpoint holds every weight: model.weights is not read again
+        model = Captioner(dataclasses.replace(config.model, weights="none"), len(vocab))
         model.load_state_dict(state["model"])
     return config, vocab, model, run_dir, state, train_records
 
@@ -326,8 +328,7 @@ def _prepare_run(config: Config, resume: Path | None):
 def _train_loader(config: Config, records: list, model: Captioner, vocab: Vocab, process: distributed.Process,
                   device: torch.device):
     if config.data.feature_cache:
-        if not model.encoder.frozen:
-            raise ConfigError("data.feature_cache needs a frozen encoder: set model.fine_tune_from=none")
+        check_cacheable(config)
         inputs = FeatureCache(config, "train", records)
     else:
         inputs = ImageInput(records, config.data.image_size)

@@ -11,12 +11,17 @@ from captioner.config import ConfigError
 from captioner.data.feature_cache import FeatureCache, build_feature_cache
 from captioner.data.images import load_image, preprocess
 from captioner.data.readers import read_split
-from captioner.model.encoder import Encoder
-from captioner.training import train
+from captioner.checkpoint import load_model
+from captioner.model.encoder import Encoder, SmallCNN
+from captioner.training import read_metrics, train
 
 
 @pytest.fixture
 def frozen_config(tiny_config, tmp_path):
+    """A frozen small CNN whose weights come from a file, as a cached encoder's must."""
+    torch.manual_seed(5)
+    torch.save(SmallCNN(tiny_config.model.small_channels).state_dict(), tmp_path / "small_cnn.pt")
+    tiny_config.model.weights = str(tmp_path / "small_cnn.pt")
     tiny_config.model.fine_tune_from = "none"
     tiny_config.data.feature_cache = str(tmp_path / "cache")
     return tiny_config
@@ -89,7 +94,48 @@ def test_training_reads_the_cache_through_the_command(frozen_config, tmp_path, c
     assert len(rows) == 2 and rows[-1]["train_loss"] < rows[0]["train_loss"]
 
 
-def test_the_cache_needs_a_frozen_encoder(tiny_config, tmp_path):
-    tiny_config.data.feature_cache = str(tmp_path / "cache")
+def test_the_cache_needs_a_frozen_encoder_with_weights_on_file(frozen_config, tmp_path):
+    frozen_config.model.fine_tune_from = "all"
     with pytest.raises(ConfigError, match="frozen"):
-        train(tiny_config)
+        train(frozen_config)
+    frozen_config.model.fine_tune_from = "none"
+    frozen_config.model.weights = "none"  # a random encoder: every run would draw another
+    for run in (lambda: train(frozen_config), lambda: build_feature_cache(Encoder(frozen_config.model), frozen_config,
+                                                                           "train", [])):
+        with pytest.raises(ConfigError, match="model.weights=none each run draws its own random encoder"):
+            run()
+
+
+def test_the_cached_encoder_is_the_one_training_saves(frozen_config, tmp_path):
+    cache_main(["--config", str(write_config(frozen_config, tmp_path)), "--splits", "train"])
+    run = train(frozen_config)
+    model, _, _, _ = load_model(run / "checkpoint_last.pt")
+    records = read_split(frozen_config.data, "train")
+    image = preprocess(load_image(records[3].path), frozen_config.data.image_size)
+    with torch.no_grad():
+        expected = model.encoder(image[None])[0]
+    cached = FeatureCache(frozen_config, "train", records)[3]
+    torch.testing.assert_close(cached.float(), expected, atol=2e-2, rtol=1e-2)
+
+
+def test_a_resumed_cached_run_still_reads_its_cache(frozen_config, tmp_path):
+    cache_main(["--config", str(write_config(frozen_config, tmp_path)), "--splits", "train"])
+    run = train(frozen_config, stop_after_epoch=1)
+    train(frozen_config, resume=run)
+    assert [row["epoch"] for row in read_metrics(run)] == [1, 2]
+
+
+def test_small_cnn_weights_from_a_file_are_loaded_and_a_wrong_file_is_named(frozen_config, tmp_path):
+    expected = torch.load(frozen_config.model.weights, weights_only=True)
+    loaded = Encoder(frozen_config.model).trunk.state_dict()
+    assert all(torch.equal(loaded[k], v) for k, v in expected.items())
+    torch.save({"conv.weight": torch.zeros(1)}, tmp_path / "other.pt")
+    frozen_config.model.weights = str(tmp_path / "other.pt")
+    with pytest.raises(ConfigError, match=r"model.weights: .*other.pt is not a small CNN state_dict"):
+        Encoder(frozen_config.model)
+
+
+def write_config(config, tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(config.to_dict()))
+    return path

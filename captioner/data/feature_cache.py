@@ -32,6 +32,20 @@ def cache_key(config: Config) -> dict:
     }
 
 
+def check_cacheable(config: Config) -> None:
+    """A ConfigError unless the encoder's features are fixed: a frozen encoder whose weights come from
+    model.weights. With model.weights=none every run draws its own random encoder, so cached features
+    would belong to another encoder than the one training saves with the model."""
+    if config.model.fine_tune_from != "none":
+        raise ConfigError("data.feature_cache needs a frozen encoder: set model.fine_tune_from=none")
+    if config.model.weights == "none":
+        raise ConfigError(
+            "data.feature_cache needs the encoder's weights from model.weights (imagenet or a state_dict file): "
+            "with model.weights=none each run draws its own random encoder, and the cached features would not "
+            "match the one saved with the model"
+        )
+
+
 def _paths(cache_dir: Path, split: str) -> tuple[Path, Path]:
     return cache_dir / f"{split}.npy", cache_dir / f"{split}.json"
 
@@ -54,8 +68,7 @@ SAVE_EVERY_S = 30  # the index (all image ids) is rewritten this often, not afte
 @torch.inference_mode()
 def build_feature_cache(encoder, config: Config, split: str, records: list[ImageRecord], batch_size: int = 32) -> Path:
     """Writes (or completes) the cache of one split under `config.data.feature_cache`."""
-    if not encoder.frozen:
-        raise ConfigError("the feature cache needs a frozen encoder: set model.fine_tune_from=none")
+    check_cacheable(config)
     cache_dir = Path(config.data.feature_cache)
     cache_dir.mkdir(parents=True, exist_ok=True)
     array_path, index_path = _paths(cache_dir, split)

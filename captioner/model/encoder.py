@@ -59,21 +59,28 @@ def _torchvision_trunk(name: str, weights: str) -> nn.Sequential:
         # The weights API downloads to TORCH_HOME on first use and checks the file's hash.
         model = torchvision.models.get_model(name, weights=torchvision.models.get_model_weights(name).DEFAULT)
     else:
-        model = torchvision.models.get_model(name, weights=None)
-        if weights != "none":
-            path = Path(weights)
-            if not path.is_file():
-                raise ConfigError(f"model.weights: '{weights}' is neither imagenet, none nor a file")
-            state = torch.load(path, map_location="cpu", weights_only=True)
-            try:
-                model.load_state_dict(state)
-            except RuntimeError as error:
-                first_line = str(error).splitlines()[0]
-                raise ConfigError(f"model.weights: {path} is not a {name} state_dict ({first_line})") from None
+        model = load_weights(torchvision.models.get_model(name, weights=None), weights, name)
     kind = BACKBONES[name][0]
     if kind == "resnet":
         return nn.Sequential(*list(model.children())[:-2])  # drop avgpool and fc
     return nn.Sequential(*list(model.features.children())[:-1])  # drop the last max-pool: 14x14 at 224 px
+
+
+def load_weights(module: nn.Module, weights: str, name: str) -> nn.Module:
+    """`module` with the state_dict in file `weights` (as it is for weights "none")."""
+    if weights == "none":
+        return module
+    path = Path(weights)
+    if not path.is_file():
+        known = "imagenet, none" if name in BACKBONES else "none"
+        raise ConfigError(f"model.weights: '{weights}' is neither {known} nor a file")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        module.load_state_dict(state)
+    except (RuntimeError, TypeError, AttributeError) as error:
+        first_line = str(error).splitlines()[0]
+        raise ConfigError(f"model.weights: {path} is not a {name} state_dict ({first_line})") from None
+    return module
 
 
 def cell_coordinates(grid: torch.Tensor) -> torch.Tensor:
@@ -96,7 +103,7 @@ class Encoder(nn.Module):
     def __init__(self, config: ModelConfig):
         super().__init__()
         if config.backbone == "small":
-            self.trunk = SmallCNN(config.small_channels)
+            self.trunk = load_weights(SmallCNN(config.small_channels), config.weights, "small CNN")
             self.feature_dim = config.small_channels
         elif config.backbone in BACKBONES:
             self.trunk = _torchvision_trunk(config.backbone, config.weights)
