@@ -34,6 +34,7 @@ class DataConfig:
     image_size: int = 128  # pixels; images are resized to image_size x image_size
     min_word_count: int = 1  # words rarer than this in the training split become <unk>
     max_caption_tokens: int = 24  # longer training captions are cut to this many words
+    on_error: str = "skip"  # raise | skip: an unusable entry (empty caption, no words, unspaced script, missing image file) stops with its name, or is skipped and counted
     num_workers: int = 2  # DataLoader worker processes
     feature_cache: str = ""  # folder of cached encoder features ("" = run the encoder)
 

@@ -32,6 +32,7 @@ from captioner.data.batching import LengthGroupedBatches
 from captioner.data.dataset import CaptionDataset, ImageInput, collate
 from captioner.data.feature_cache import FeatureCache, check_cacheable
 from captioner.data.readers import read_split
+from captioner.data.records import ON_ERROR
 from captioner.decoding import check_decode_config
 from captioner.devices import resolve_device
 from captioner.files import atomic_write
@@ -104,6 +105,8 @@ def check_train_settings(config: Config) -> None:
     run fails before reading data, not at the warm-up's end or the first validation an epoch in. The
     metric names are checked against the data by `early_stop_terms`."""
     train = config.train
+    if config.data.on_error not in ON_ERROR:
+        raise ConfigError(f"data.on_error: unknown '{config.data.on_error}'; known: {', '.join(ON_ERROR)}")
     if train.schedule not in SCHEDULES:
         raise ConfigError(f"train.schedule: unknown '{train.schedule}'; known: {', '.join(SCHEDULES)}")
     if train.amp not in AMP:

@@ -198,7 +198,7 @@ def test_a_missing_checkpoint_is_a_clear_error(tmp_path, capsys):
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(SystemExit) as exit_info:
         main(["--checkpoint", str(tmp_path / "junk.pt")])
-    assert "junk.pt cannot be read" in str(exit_info.value.code)
+    assert "junk.pt is not a PyTorch checkpoint: it is a text file" in str(exit_info.value.code)
 
 
 # --- the page served, called with gradio_client ------------------------------------------------

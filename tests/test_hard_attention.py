@@ -17,7 +17,7 @@ from captioner.engine import InferenceEngine
 from captioner.model.attention import HardAttention, attend
 from captioner.model.captioner import Captioner
 from captioner.model.loss import hard_attention_terms
-from captioner.training import Stepper, train
+from captioner.training import Stepper, check_train_settings, train
 from captioner.vocab import SPECIALS, Vocab
 
 P, D, H = 16, 16, 32  # TINY_MODEL's grid cells, feature and decoder sizes
@@ -254,10 +254,8 @@ def test_bad_hard_settings_are_config_errors_naming_the_key(changes, key):
 def test_bad_reinforce_settings_stop_training_before_it_starts(key, value):
     config = Config(model=ModelConfig(**{**TINY_MODEL, "attention": "hard"}))
     setattr(config.train, key, value)
-    model = Captioner(config.model, len(VOCAB))
-    optimizer = torch.optim.Adam(model.parameters())
     with pytest.raises(ConfigError, match=f"train.{key}"):
-        Stepper(model, optimizer, None, config, VOCAB.pad, None, 1, hard=model.decoder.attention)
+        check_train_settings(config)  # train() calls it before reading the data
 
 
 def test_list_config_shows_the_hard_attention_keys(capsys):

@@ -1,6 +1,7 @@
 """The dataset readers on small annotation files written in each real format."""
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -191,8 +192,16 @@ def test_jsonl(tmp_path):
     assert read_folder(path, tmp_path, hashed_split("x/2.png"))[0].captions == ["A hat.\u2028Two lines?"]
 
 
+def make_images(records: list[ImageRecord]) -> None:
+    """Empty files where the records' images are: read_split checks that they exist."""
+    for record in records:
+        record.path.parent.mkdir(parents=True, exist_ok=True)
+        record.path.touch()
+
+
 def test_read_split_dispatches_on_format(tmp_path):
-    write_json(tmp_path / "dataset_coco.json", coco_karpathy())
+    path = write_json(tmp_path / "dataset_coco.json", coco_karpathy())
+    make_images([r for split in ("train", "val", "test") for r in read_karpathy(path, tmp_path / "imgs", split)])
     karpathy = DataConfig(format="karpathy", root=str(tmp_path), captions="dataset_coco.json", images="imgs")
     assert [r.path for r in read_split(karpathy, "val")] == [
         tmp_path / "imgs" / "val2014" / "COCO_val2014_000000000073.jpg"
@@ -203,6 +212,7 @@ def test_read_split_dispatches_on_format(tmp_path):
     write_json(tmp_path / "captions_train.json", coco_captions())
     write_json(tmp_path / "captions_val.json", coco_captions())
     write_json(tmp_path / "instances_train.json", coco_instances())
+    make_images(read_coco(tmp_path / "captions_train.json", tmp_path / "images", "train"))
     coco = DataConfig(format="coco", root=str(tmp_path))
     assert read_split(coco, "train")[1].objects[0] == ObjectBox("dog", (10.0, 20.5, 30.0, 40.0))
     assert all(r.objects == [] and r.split == "val" for r in read_split(coco, "val"))  # no instances_val.json
@@ -211,6 +221,7 @@ def test_read_split_dispatches_on_format(tmp_path):
 
     (tmp_path / "list.jsonl").write_text('{"image": "a.png", "caption": "A cat.", "split": "test"}\n')
     folder = DataConfig(format="folder", root=str(tmp_path), captions="list.jsonl", images="pics")
+    make_images(read_folder(tmp_path / "list.jsonl", tmp_path / "pics", "test"))
     assert read_split(folder, "test") == [ImageRecord("a.png", tmp_path / "pics" / "a.png", "test", ["A cat."])]
 
 
@@ -344,3 +355,72 @@ def test_folder_errors(tmp_path, name, content, problem):
 def test_unknown_split_argument(tmp_path):
     with pytest.raises(ValueError, match="restval"):
         read_karpathy(write_json(tmp_path / "d.json", coco_karpathy()), tmp_path, "restval")
+
+
+def coco_with_bad_entries(tmp_path: Path) -> DataConfig:
+    """A COCO captions file with one good image and an entry of every unusable kind."""
+    images = [{"id": i, "file_name": f"{i}.jpg"} for i in (1, 2, 3)]
+    captions = [
+        {"id": 10, "image_id": 1, "caption": "A dog runs."},
+        {"id": 11, "image_id": 1, "caption": "  "},
+        {"id": 12, "image_id": 1, "caption": "?! :-)"},
+        {"id": 13, "image_id": 2, "caption": "一只狗在草地上跑"},
+        {"id": 14, "image_id": 2, "caption": "สุนัขวิ่งบนหญ้า"},
+        {"id": 15, "image_id": 3, "caption": "A cat sleeps."},  # 3.jpg is never written
+    ]
+    write_json(tmp_path / "captions_train.json", {"images": images, "annotations": captions})
+    (tmp_path / "images").mkdir()
+    for name in ("1.jpg", "2.jpg"):
+        (tmp_path / "images" / name).touch()
+    return DataConfig(format="coco", root=str(tmp_path), instances="")
+
+
+def test_unusable_entries_are_skipped_and_counted_in_one_line(tmp_path, capsys):
+    config = coco_with_bad_entries(tmp_path)
+    records = read_split(config, "train")
+    assert [(r.image_id, r.captions) for r in records] == [("1", ["A dog runs."])]
+    lines = capsys.readouterr().err.splitlines()
+    path = tmp_path / "captions_train.json"
+    assert lines == [
+        f"note: {path}: skipped 4 entries (data.on_error=skip): 1 x empty caption (first: annotation id 11), "
+        "1 x caption without words (first: annotation id 12), "
+        "2 x caption in a script without spaces (first: annotation id 13)",
+        f"note: {path}: skipped 1 entries (data.on_error=skip): 1 x missing image file (first: image 3)",
+    ]
+
+
+@pytest.mark.parametrize("drop, problem", [
+    ((), "annotation id 11: empty caption"),
+    ((11,), r"annotation id 12: caption without words: '\?! :-\)'"),
+    ((11, 12), "annotation id 13: caption in a script without spaces: Chinese or Japanese characters, which the "
+               "word tokenizer cannot split"),
+    ((11, 12, 13), "annotation id 14: caption in a script without spaces: Thai, which the word tokenizer cannot split"),
+    ((11, 12, 13, 14), r"image 3: missing image file: .*3.jpg does not exist"),
+])
+def test_with_on_error_raise_the_first_unusable_entry_is_named(tmp_path, drop, problem):
+    config = coco_with_bad_entries(tmp_path)
+    config.on_error = "raise"
+    path = tmp_path / "captions_train.json"
+    data = json.loads(path.read_text())
+    data["annotations"] = [a for a in data["annotations"] if a["id"] not in drop]
+    write_json(path, data)
+    with pytest.raises(AnnotationError, match=f"^{re.escape(str(path))}: {problem} \\(data.on_error=skip skips"):
+        read_split(config, "train")
+
+
+def test_karpathy_and_folder_entries_are_named_by_position(tmp_path):
+    data = flickr8k_karpathy()
+    path = write_json(tmp_path / "dataset_flickr8k.json", data)
+    with pytest.raises(AnnotationError, match=r"images\[1\]\.sentences\[1\]: empty caption"):
+        read_karpathy(path, tmp_path, "train", on_error="raise")
+    listing = tmp_path / "list.csv"
+    listing.write_text("image,caption\na.png,A cat.\nb.png,猫\n")
+    with pytest.raises(AnnotationError, match="line 3: caption in a script without spaces"):
+        read_folder(listing, tmp_path, "train", on_error="raise")
+
+
+def test_an_unknown_on_error_names_the_key(tmp_path):
+    config = coco_with_bad_entries(tmp_path)
+    config.on_error = "ignore"
+    with pytest.raises(ConfigError, match="data.on_error: unknown 'ignore'; known: raise, skip"):
+        read_split(config, "train")

@@ -119,6 +119,7 @@ def test_a_loss_that_is_no_longer_finite_stops_the_run_and_keeps_the_last_good_c
 
 
 @pytest.mark.parametrize("override, key", [
+    ("data.on_error=ignore", "data.on_error: unknown 'ignore'"),
     ("train.schedule=linear", "train.schedule: unknown 'linear'"),
     ("train.amp=fp8", "train.amp: unknown 'fp8'"),
     ("train.length_groups=-1", "train.length_groups must be >= 0"),

@@ -5,8 +5,11 @@ annotation files (optionally with an instances file for object boxes), and a pla
 with a CSV or JSONL of `image,caption` rows. `read_split` picks the reader from `DataConfig`.
 
 Readers only build image paths; they never open images. Every problem with an annotation file is an
-`AnnotationError` whose one-line message starts with the file's path. Blank captions are skipped,
-and so are images left without any caption.
+`AnnotationError` whose one-line message starts with the file's path. A single entry that cannot be
+used (an empty caption, one without words, one in a script written without spaces, which the word
+tokenizer cannot split, or an image file that does not exist) is an error naming the entry with
+`data.on_error: raise`, or skipped and counted in one summary line with `skip` (the default); images
+left without any caption are dropped.
 """
 
 import contextlib
@@ -14,12 +17,14 @@ import csv
 import hashlib
 import io
 import json
+import unicodedata
 from pathlib import Path
 
 from pycocotools.coco import COCO
 
 from captioner.config import ConfigError, DataConfig
-from captioner.data.records import SPLITS, AnnotationError, ImageRecord, ObjectBox
+from captioner.data.records import SPLITS, AnnotationError, EntryProblems, ImageRecord, ObjectBox
+from captioner.vocab import tokenize
 
 FORMATS = ("coco", "karpathy", "folder")
 KARPATHY_SPLITS = SPLITS + ("restval",)
@@ -90,8 +95,30 @@ def _field(path: Path, entry: dict, key: str, where: str, kind: type | tuple[typ
     return value
 
 
-def _nonblank(captions) -> list[str]:
-    return [caption.strip() for caption in captions if caption.strip()]
+# Scripts written without spaces between words (Unicode character-name prefixes): the word
+# tokenizer would read a whole clause as one word.
+UNSPACED_SCRIPTS = {"CJK": "Chinese or Japanese characters", "HIRAGANA": "Japanese kana", "KATAKANA": "Japanese kana",
+                    "THAI": "Thai", "LAO": "Lao", "KHMER": "Khmer", "MYANMAR": "Burmese"}
+
+
+def _usable(captions, problems: EntryProblems) -> list[str]:
+    """The captions of (where, text) pairs that the word tokenizer can read, stripped; `problems`
+    gets the others."""
+    kept = []
+    for where, caption in captions:
+        text = caption.strip()
+        if not text:
+            problems(where, "empty caption")
+            continue
+        names = (unicodedata.name(ch, "") for ch in text if not ch.isascii())
+        script = next((UNSPACED_SCRIPTS[n.split()[0]] for n in names if n and n.split()[0] in UNSPACED_SCRIPTS), None)
+        if script:
+            problems(where, "caption in a script without spaces", f"{script}, which the word tokenizer cannot split")
+        elif not tokenize(text):
+            problems(where, "caption without words", repr(text))
+        else:
+            kept.append(text)
+    return kept
 
 
 def _sentence(path: Path, sentence: object, where: str) -> str:
@@ -103,9 +130,11 @@ def _sentence(path: Path, sentence: object, where: str) -> str:
     return _field(path, sentence, "raw", where, str)
 
 
-def read_karpathy(path: Path, image_root: Path, split: str, use_restval: bool = True) -> list[ImageRecord]:
+def read_karpathy(path: Path, image_root: Path, split: str, use_restval: bool = True,
+                  on_error: str = "skip") -> list[ImageRecord]:
     """Images of `split` from a Karpathy split JSON; "restval" joins "train" when `use_restval`."""
     _check_split(split)
+    problems = EntryProblems(path, on_error)
     wanted = {"train", "restval"} if split == "train" and use_restval else {split}
     records = []
     for index, entry in enumerate(_entries(path, _load_json(path), "images")):
@@ -121,9 +150,11 @@ def read_karpathy(path: Path, image_root: Path, split: str, use_restval: bool = 
         folder = _field(path, entry, "filepath", where, str) if "filepath" in entry else ""
         filename = _field(path, entry, "filename", where, str)
         sentences = _field(path, entry, "sentences", where, list)
-        captions = [_sentence(path, s, f"{where}.sentences[{n}]") for n, s in enumerate(sentences)]
-        if captions := _nonblank(captions):
+        captions = [(f"{where}.sentences[{n}]", _sentence(path, s, f"{where}.sentences[{n}]"))
+                    for n, s in enumerate(sentences)]
+        if captions := _usable(captions, problems):
             records.append(ImageRecord(image_id, image_root / folder / filename, split, captions))
+    problems.report()
     return records
 
 
@@ -174,19 +205,22 @@ def _coco_index(path: Path) -> COCO:
 
 
 def read_coco(
-    captions_path: Path, image_dir: Path, split: str, instances_path: Path | None = None
+    captions_path: Path, image_dir: Path, split: str, instances_path: Path | None = None, on_error: str = "skip"
 ) -> list[ImageRecord]:
     """Every captioned image of a COCO captions file, labelled `split`, in the images' file order."""
     _check_split(split)
+    problems = EntryProblems(captions_path, on_error)
     coco = _coco_index(captions_path)
     boxes = _read_boxes(instances_path) if instances_path is not None else {}
     info = coco.dataset.get("info")
     exhaustive = isinstance(info, dict) and info.get("exhaustive_references") is True
     records = []
     for image_id in coco.getImgIds():
-        if captions := _nonblank(annotation["caption"] for annotation in coco.imgToAnns[image_id]):
+        annotations = [(f"annotation id {a['id']}", a["caption"]) for a in coco.imgToAnns[image_id]]
+        if captions := _usable(annotations, problems):
             path = image_dir / coco.imgs[image_id]["file_name"]
             records.append(ImageRecord(str(image_id), path, split, captions, boxes.get(image_id, []), exhaustive))
+    problems.report()
     return records
 
 
@@ -231,12 +265,13 @@ def _jsonl_rows(path: Path, text: str):
             yield line, row
 
 
-def read_folder(annotations_path: Path, image_dir: Path, split: str) -> list[ImageRecord]:
+def read_folder(annotations_path: Path, image_dir: Path, split: str, on_error: str = "skip") -> list[ImageRecord]:
     """Images of `split` from a CSV or JSONL of `image,caption[,split]` rows, one caption per row.
 
     Rows without a split value get `hashed_split(image)`; all rows of one image must agree.
     """
     _check_split(split)
+    problems = EntryProblems(annotations_path, on_error)
     suffix = annotations_path.suffix.lower()
     if suffix not in FOLDER_SUFFIXES:
         raise AnnotationError(f"{annotations_path}: unknown suffix {suffix!r}; expected .csv or .jsonl")
@@ -260,11 +295,12 @@ def read_folder(annotations_path: Path, image_dir: Path, split: str) -> list[Ima
             raise AnnotationError(
                 f"{annotations_path}: {where} puts {image} in {row_split}, an earlier row in {splits[image]}"
             )
-        captions.setdefault(image, []).append(caption)
+        captions.setdefault(image, []).append((where, caption))
     records = []
     for image, image_captions in captions.items():
-        if splits[image] == split and (kept := _nonblank(image_captions)):
+        if splits[image] == split and (kept := _usable(image_captions, problems)):
             records.append(ImageRecord(image, image_dir / image, split, kept))
+    problems.report()
     return records
 
 
@@ -291,6 +327,19 @@ def _check_root(root: Path) -> None:
     raise AnnotationError(message)
 
 
+def _with_image_files(records: list[ImageRecord], captions_path: Path, on_error: str) -> list[ImageRecord]:
+    """The records whose image file exists (found now, not an epoch into training)."""
+    problems = EntryProblems(captions_path, on_error)
+    kept = []
+    for record in records:
+        if record.path.is_file():
+            kept.append(record)
+        else:
+            problems(f"image {record.image_id}", "missing image file", f"{record.path} does not exist")
+    problems.report()
+    return kept
+
+
 def read_split(config: DataConfig, split: str) -> list[ImageRecord]:
     """The records of `split` for the dataset that `config` describes; an empty split is an error."""
     if config.format not in FORMATS:
@@ -299,15 +348,16 @@ def read_split(config: DataConfig, split: str) -> list[ImageRecord]:
     captions_path = _resolve(config, "captions", split)
     image_dir = Path(config.root) / config.images
     if config.format == "karpathy":
-        records = read_karpathy(captions_path, image_dir, split, config.use_restval)
+        records = read_karpathy(captions_path, image_dir, split, config.use_restval, config.on_error)
     elif config.format == "folder":
-        records = read_folder(captions_path, image_dir, split)
+        records = read_folder(captions_path, image_dir, split, config.on_error)
     else:
         instances_path = _resolve(config, "instances", split) if config.instances else None
         # Boxes are optional extras (only the pointing metric needs them), so a missing file is fine.
         if instances_path is not None and not instances_path.exists():
             instances_path = None
-        records = read_coco(captions_path, image_dir, split, instances_path)
+        records = read_coco(captions_path, image_dir, split, instances_path, config.on_error)
+    records = _with_image_files(records, captions_path, config.on_error)
     if not records:
         raise AnnotationError(f"{captions_path}: no captioned images in split '{split}'")
     return records
