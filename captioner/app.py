@@ -3,8 +3,8 @@
 Xu et al. (2015, §5.4, Fig. 2-3) show each word of a caption with its attention map alpha_t upsampled
 over the image; this page does the same, interactively. Layout, top to bottom:
 
-    what the model knows (from the checkpoint's meta) | image input, examples, a random shapes scene,
-    decoding options, Caption | the caption, and a warning when the picture lies outside the model's
+    what the model knows (from the checkpoint's meta) | the model picker (its kind of attention), image
+    input, examples, a random shapes scene, decoding options, Caption | the caption, and a warning when the picture lies outside the model's
     world; its words shaded by how focused their attention is; the selected word's overlay and a
     slider that scrubs the words | a strip of every word's overlay | the n-best list, the details
     (each word's focus, the image's novelty) and the downloads (a PNG grid and a GIF, on demand)
@@ -19,17 +19,19 @@ same heat ramp as the strip and the downloads, and the browser gets one ready-ma
 instead of an image plus a mask to blend.
 
 The only public API endpoint is `/caption` (data only: caption, words with focus levels, overlays,
-n-best, details); every UI-only event is private. The handlers are in `captioner/demo_handlers.py`.
+n-best, details; its last input names the model, the default when left out); every UI-only event is
+private. Picking another model recaptions the picture with it. The handlers are in `captioner/demo_handlers.py`.
 """
 
 import argparse
 import logging
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 import gradio as gr
 
-from captioner.assets import BUNDLED_CHECKPOINT, EXAMPLES_DIR
+from captioner.assets import BUNDLED_MODELS, EXAMPLES_DIR
 from captioner.checkpoint import CheckpointError
 from captioner.config import ConfigError
 from captioner.decoding import LENGTH_PENALTIES
@@ -39,6 +41,7 @@ from captioner.demo_handlers import (
     MAX_LENGTHS,
     NBEST_HEADERS,
     CaptionDemo,
+    ModelChoice,
     WordAttention,
     random_scene,
 )
@@ -104,20 +107,29 @@ def select_word(attention: WordAttention | None, evt: gr.SelectData):
     return focus_update(attention, int(index) + 1), int(index) + 1
 
 
-def create_demo(checkpoint: str | Path = BUNDLED_CHECKPOINT, device="cpu", *, examples_dir: str | Path = EXAMPLES_DIR,
-                demo: CaptionDemo | None = None) -> gr.Blocks:
-    """The page for `checkpoint`, loaded once (or for an already loaded `demo`), queued with QUEUE.
+def create_demo(checkpoints: str | Path | Sequence[str | Path] = BUNDLED_MODELS, device="cpu", *,
+                examples_dir: str | Path = EXAMPLES_DIR, demo: CaptionDemo | Sequence[CaptionDemo] | None = None,
+                ) -> gr.Blocks:
+    """The page for `checkpoints` (the first is the default model), each loaded once, or for already
+    loaded `demo`s; queued with QUEUE. With several models a picker chooses among them.
 
-    Raises CheckpointError naming the file when the checkpoint is missing or not a checkpoint.
+    Raises CheckpointError naming the file when a checkpoint is missing or not a checkpoint.
     """
-    demo = demo or CaptionDemo.from_checkpoint(checkpoint, device)
-    decode = demo.config.decode
-    beam_default, length_default = demo.default_options()
+    if demo is None:
+        paths = [checkpoints] if isinstance(checkpoints, (str, Path)) else list(checkpoints)
+        demo = [CaptionDemo.from_checkpoint(path, device) for path in paths]
+    models = ModelChoice([demo] if isinstance(demo, CaptionDemo) else list(demo))
+    default = models.get(None)
+    decode = default.config.decode
+    beam_default, length_default = default.default_options()
     with gr.Blocks(title="Show, Attend and Tell", delete_cache=(3600, 3600)) as page:
         gr.Markdown(INTRO)
-        gr.Markdown(demo.model_note(), elem_id="model-note")
+        note = gr.Markdown(default.model_note(), elem_id="model-note")
         with gr.Row(equal_height=False):
             with gr.Column(scale=1):
+                model = gr.Dropdown(models.choices(), value=models.default, label="Model: its kind of attention",
+                                    info="the same image through another model shows where that kind looks",
+                                    visible=len(models.demos) > 1, elem_id="model-picker")
                 image = gr.Image(type="pil", sources=["upload", "clipboard", "webcam"], format="png", height=320,
                                  label="Image", elem_id="input-image")
                 with gr.Row():
@@ -160,14 +172,15 @@ def create_demo(checkpoint: str | Path = BUNDLED_CHECKPOINT, device="cpu", *, ex
 
         # The one public endpoint, data only. preprocess=False hands the handler the uploaded file, so
         # it is read by the project's loader: header size check first, clear errors for non-images.
-        inputs, outputs = [image, beam, penalty, length], [text, words, gallery, n_best, details, attention]
-        captioned = run.click(demo.caption, inputs=inputs, outputs=outputs, api_name="caption", preprocess=False)
-        changed = image.change(demo.caption_or_clear, inputs=inputs, outputs=outputs, preprocess=False,
-                               api_visibility="private", trigger_mode="always_last")
-        for event in (captioned, changed):
+        inputs, outputs = [image, beam, penalty, length, model], [text, words, gallery, n_best, details, attention]
+        captioned = run.click(models.caption, inputs=inputs, outputs=outputs, api_name="caption", preprocess=False)
+        changed = [source.change(models.caption_or_clear, inputs=inputs, outputs=outputs, preprocess=False,
+                                 api_visibility="private", trigger_mode="always_last") for source in (image, model)]
+        for event in (captioned, *changed):
             event.then(show_first, inputs=[attention, details], outputs=[focus, slider, warning, files],
                        api_visibility="private", queue=False)
-        make_files.click(demo.downloads, inputs=attention, outputs=files, api_visibility="private")
+        model.change(models.note, inputs=model, outputs=note, api_visibility="private", queue=False)
+        make_files.click(models.downloads, inputs=attention, outputs=files, api_visibility="private")
         scene.click(random_scene, outputs=image, api_visibility="private", queue=False)
         words.select(select_word, inputs=attention, outputs=[focus, slider], api_visibility="private", queue=False)
         gallery.select(select_word, inputs=attention, outputs=[focus, slider], api_visibility="private", queue=False)
@@ -186,8 +199,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description="Serve the Show, Attend and Tell demo page.", formatter_class=argparse.ArgumentDefaultsHelpFormatter
     )
-    parser.add_argument("--checkpoint", default=str(BUNDLED_CHECKPOINT),
-                        help="checkpoint file; the default is the bundled shapes model")
+    parser.add_argument("--checkpoint", action="append", metavar="FILE",
+                        help="checkpoint file; repeat it to offer several models, the first the default "
+                        "(default: the bundled shapes models, the paper's soft attention first)")
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
     parser.add_argument("--port", type=int, default=7860, help="port to listen on")
     parser.add_argument("--share", action="store_true", help="also open a public gradio.live link (needs the internet)")
@@ -198,9 +212,9 @@ def get_args_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> None:
     args = get_args_parser().parse_args(argv)
     try:
-        page = create_demo(args.checkpoint, resolve_device(args.device))
+        page = create_demo(args.checkpoint or BUNDLED_MODELS, resolve_device(args.device))
     except CheckpointError as error:
-        hint = "; pass --checkpoint FILE" if args.checkpoint == str(BUNDLED_CHECKPOINT) else ""
+        hint = "" if args.checkpoint else "; pass --checkpoint FILE"
         sys.exit(f"error: {error}{hint}")
     except ConfigError as error:
         sys.exit(f"error: {error}")

@@ -298,3 +298,56 @@ class CaptionDemo:
 
 def _figure(value) -> str:
     return f"{value:.3g}" if isinstance(value, float) else str(value)
+
+
+# How the page's model picker names each kind of attention (`model.attention`).
+ATTENTION_NAMES = {
+    "additive": "soft attention, additive scores (the paper's)",
+    "dot": "soft attention, dot-product scores",
+    "scaled_dot": "soft attention, scaled dot-product scores",
+    "general": "soft attention, bilinear scores",
+    "location": "soft attention, location-based scores",
+    "multihead": "soft attention, multi-head (the Transformer's)",
+    "local": "soft attention in a local window (Luong's local-p)",
+    "hard": "hard attention, one cell per word (the paper's)",
+}
+
+
+class ModelChoice:
+    """The page's models, each under its kind of attention (or its file name when two share one); the
+    first is the default. `/caption` captions with the one a request names."""
+
+    def __init__(self, demos: list[CaptionDemo]):
+        if not demos:
+            raise ValueError("the page needs at least one model")
+        self.demos: dict[str, CaptionDemo] = {}
+        for demo in demos:
+            key = demo.config.model.attention
+            self.demos[demo.name if key in self.demos else key] = demo
+        self.default = next(iter(self.demos))
+
+    def choices(self) -> list[tuple[str, str]]:
+        """(shown name, value) per model, for the picker."""
+        return [(ATTENTION_NAMES.get(key, key), key) for key in self.demos]
+
+    def get(self, model: str | None) -> CaptionDemo:
+        if model is None:
+            return self.demos[self.default]
+        if model not in self.demos:
+            raise visitor_error(f"Model must be one of {', '.join(self.demos)}, got {model!r}.")
+        return self.demos[model]
+
+    def caption(self, image, beam_size=None, length_penalty=None, max_length=None, model=None):
+        """`CaptionDemo.caption` with the model named (None: the default)."""
+        return self.get(model).caption(image, beam_size, length_penalty, max_length)
+
+    def caption_or_clear(self, image, beam_size=None, length_penalty=None, max_length=None, model=None):
+        """`CaptionDemo.caption_or_clear` with the model named: a new model recaptions the picture."""
+        return self.get(model).caption_or_clear(image, beam_size, length_penalty, max_length)
+
+    def downloads(self, attention: WordAttention | None) -> list[str]:
+        return self.demos[self.default].downloads(attention)  # the overlays are in `attention` whatever the model
+
+    def note(self, model: str | None) -> str:
+        return self.get(model).model_note()
+

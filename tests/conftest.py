@@ -74,6 +74,18 @@ def caption_demo(app_checkpoint):
 
 
 @pytest.fixture(scope="session")
+def hard_demo(shapes_dir, tmp_path_factory):
+    """A second model for the page's picker: a tiny one with hard attention, trained for two epochs."""
+    from captioner.demo_handlers import CaptionDemo
+    from captioner.training import train
+
+    run = tmp_path_factory.mktemp("hard_run") / "run"
+    config = load_config(None, [f"train.out_dir={run}", *TINY_OVERRIDES, f"data.root={shapes_dir}",
+                                "model.attention=hard"])
+    return CaptionDemo.from_checkpoint(train(config) / "checkpoint_best.pt")
+
+
+@pytest.fixture(scope="session")
 def example_dir(tmp_path_factory):
     """Two example scenes (and a file that is not an example) for the page's Examples block."""
     import numpy as np
@@ -88,8 +100,9 @@ def example_dir(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def app_url(caption_demo, example_dir, tmp_path_factory):
-    """The page served in-process on a free 127.0.0.1 port, launched once per session."""
+def app_url(caption_demo, hard_demo, example_dir, tmp_path_factory):
+    """The page served in-process on a free 127.0.0.1 port, launched once per session, with two
+    models to pick from: `caption_demo` (the default) and `hard_demo`."""
     import socket
 
     from captioner.app import create_demo, launch
@@ -98,7 +111,7 @@ def app_url(caption_demo, example_dir, tmp_path_factory):
         # Both are read when components and Examples are built, so they are set before create_demo.
         env.setenv("GRADIO_TEMP_DIR", str(tmp_path_factory.mktemp("gradio_tmp")))
         env.setenv("GRADIO_EXAMPLES_CACHE", str(tmp_path_factory.mktemp("gradio_examples")))
-        page = create_demo(demo=caption_demo, examples_dir=example_dir)
+        page = create_demo(demo=[caption_demo, hard_demo], examples_dir=example_dir)
         with socket.socket() as s:  # launch(server_port=0) fails gradio's own health check
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]

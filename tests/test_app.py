@@ -18,6 +18,7 @@ from captioner.demo_handlers import (
     N_BEST,
     NBEST_HEADERS,
     CaptionDemo,
+    ModelChoice,
     WordAttention,
     display_copy,
     focus_level,
@@ -208,8 +209,30 @@ def test_the_only_api_endpoint_is_caption(client):
     api = client.view_api(print_info=False, return_format="dict")
     assert list(api["named_endpoints"]) == ["/caption"]
     assert api["unnamed_endpoints"] == {}
-    assert [p["label"] for p in api["named_endpoints"]["/caption"]["parameters"]] == [
-        "Image", "Beam size", "Length penalty", "Max length (words)"]
+    parameters = api["named_endpoints"]["/caption"]["parameters"]
+    assert [p["label"] for p in parameters] == [
+        "Image", "Beam size", "Length penalty", "Max length (words)", "Model: its kind of attention"]
+    assert parameters[-1]["parameter_has_default"] and parameters[-1]["parameter_default"] == "additive"
+
+
+def test_the_model_picker_captions_with_the_model_named(client, caption_demo, hard_demo, scene_file):
+    for name, demo in (("additive", caption_demo), ("hard", hard_demo)):
+        text, words, gallery, _, details = client.predict(handle_file(str(scene_file)), 2, "none", 8, name,
+                                                          api_name="/caption")
+        expected = demo.caption(Image.open(scene_file), 2, "none", 8)
+        assert text == expected[0] and details == expected[4]
+        assert len(gallery) == len(text.split())
+    with pytest.raises(AppError, match="Model must be one of additive, hard, got 'dot'"):
+        client.predict(handle_file(str(scene_file)), 2, "none", 8, "dot", api_name="/caption")
+
+
+def test_models_are_named_by_their_attention_or_else_their_file(caption_demo, hard_demo):
+    twin = CaptionDemo(caption_demo.model, caption_demo.vocab, caption_demo.config, {}, name="twin.pt")
+    models = ModelChoice([caption_demo, hard_demo, twin])
+    assert list(models.demos) == ["additive", "hard", "twin.pt"] and models.default == "additive"
+    assert models.choices()[:2] == [("soft attention, additive scores (the paper's)", "additive"),
+                                    ("hard attention, one cell per word (the paper's)", "hard")]
+    assert models.get(None) is caption_demo and models.get("hard") is hard_demo
 
 
 def test_caption_endpoint_returns_plain_data(client, caption_demo, scene_file):

@@ -3,7 +3,7 @@
 Upload an image (captioned at once, with no press of *Caption*), click a word and a strip thumbnail,
 and check that the focused overlay, its heading and the word slider follow, numbered 1..T. Then make
 a random scene and check that the caption, the words, the heat map and the strip all belong to it,
-not to the upload. The screenshot goes to tmp_path, and also to $CAPTIONER_SCREENSHOT when set (the
+not to the upload; and pick the second model, which recaptions the picture. The screenshot goes to tmp_path, and also to $CAPTIONER_SCREENSHOT when set (the
 README's picture is made that way, with $CAPTIONER_APP_CHECKPOINT naming the bundled model).
 """
 
@@ -160,5 +160,28 @@ def test_every_output_follows_a_new_random_scene(browser, app_url, caption_demo,
         page.locator("#downloads-btn").click()  # drawn only now, for the picture on the page
         expect(page.locator("#downloads")).to_contain_text(re.compile(r"caption_attention\s*\.png"), timeout=TIMEOUT_MS)
         expect(page.locator("#downloads")).to_contain_text(re.compile(r"caption_attention\s*\.gif"))
+    finally:
+        page.close()
+
+
+@pytest.mark.browser
+def test_picking_another_model_recaptions_the_picture_with_it(browser, app_url, caption_demo, hard_demo,
+                                                              distinct_scene):
+    from playwright.sync_api import expect
+
+    path, words, _ = distinct_scene
+    beam, length = caption_demo.default_options()  # the page's options stay as they were
+    expected = hard_demo.caption(Image.open(path), beam, caption_demo.config.decode.length_penalty, length)[0].split()
+    page = browser.new_page(viewport={"width": 1280, "height": 1000})
+    try:
+        page.goto(app_url, wait_until="domcontentloaded")
+        page.locator("#input-image input[type=file]").set_input_files(str(path))
+        expect(page.locator("#caption-text textarea")).to_have_value(" ".join(words), timeout=TIMEOUT_MS)
+        page.locator("#model-picker input").click()
+        page.get_by_role("option", name="hard attention, one cell per word (the paper's)").click()
+        expect(page.locator("#caption-text textarea")).to_have_value(" ".join(expected), timeout=TIMEOUT_MS)
+        expect(page.locator("#model-note")).to_contain_text("4 x 4 attention grid", timeout=TIMEOUT_MS)
+        expect(page.locator("#focus-image")).to_contain_text(f"Word 1 of {len(expected)}", timeout=TIMEOUT_MS)
+        expect(page.locator("#gallery button.thumbnail-item")).to_have_count(len(expected))
     finally:
         page.close()
