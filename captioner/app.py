@@ -4,9 +4,9 @@ Xu et al. (2015, §5.4, Fig. 2-3) show each word of a caption with its attention
 over the image; this page does the same, interactively. Layout, top to bottom:
 
     what the model knows (from the checkpoint's meta) | the model picker (its kind of attention), image
-    input, examples, a random shapes scene, decoding options, Caption | the caption, and a warning when the picture lies outside the model's
-    world; its words shaded by how focused their attention is; the selected word's overlay and a
-    slider that scrubs the words | a strip of every word's overlay | the n-best list, the details
+    input, examples, a random shapes scene, decoding options, Caption | the caption, and a warning
+    when the picture lies outside the model's world; its words shaded by how focused their attention
+    is; the selected word's overlay and a slider that scrubs the words | a strip of every word's overlay | the n-best list, the details
     (each word's focus, the image's novelty) and the downloads (a PNG grid and a GIF, on demand)
 
 Every change of the input (upload, paste, webcam, example, random scene, clear) captions the new
