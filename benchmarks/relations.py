@@ -7,7 +7,9 @@ relation of A to B is the one claimed. Printed as one JSON object:
 
 - `claims`: accuracy by the direction claimed, by the true direction (with the confusion counts),
   by the number of objects, and by whether the anchor B was named before the direction word
-  ("B with A to its left", "... and C under it") or after it ("A left of B");
+  ("B with A to its left", "... and C under it") or after it ("A left of B"); and for the wrong
+  claims, which pair the direction is true of instead (the pair swapped, the subject against the
+  third object, the third object against the anchor, or none): binding errors or lost positions;
 - `attention_at_direction_word`: the attention map of the word that names the direction: its peak
   value, the share of its mass on the subject, on the anchor, on another object and on the
   background, and where its argmax falls;
@@ -64,10 +66,25 @@ def attention_report(alpha: torch.Tensor, owners: list[int | None], subject: int
     return {"peak": float(alpha.max()), "mass": mass, "argmax": role(owners[int(alpha.argmax())])}
 
 
+def _what_it_fits(objects, subject: int, anchor: int, direction: str) -> str:
+    """For a wrong claim, which pair of the scene's objects the claimed direction is true of: the
+    inverse of the pair (subject and anchor swapped), the subject against the third object (the wrong
+    anchor), the third object against the anchor (the wrong subject), or none."""
+    others = [k for k in range(len(objects)) if k not in (subject, anchor)]
+    if relation(objects[anchor], objects[subject]) == direction:
+        return "the pair swapped"
+    if any(relation(objects[subject], objects[k]) == direction for k in others):
+        return "the subject against the third object"
+    if any(relation(objects[k], objects[anchor]) == direction for k in others):
+        return "the third object against the anchor"
+    return "no pair"
+
+
 def score_claims(model, vocab, records, config) -> tuple[dict, dict]:
     results = caption_files(model, vocab, [r.path for r in records], config.data.image_size, config.decode)
     right, total = Counter(), Counter()
     confusion = defaultdict(Counter)
+    wrong = Counter()
     peaks, masses, argmaxes = [], Counter(), Counter()
     for record, result in zip(records, results):
         if isinstance(result, Failed) or len(record.objects) < 2:
@@ -90,12 +107,15 @@ def score_claims(model, vocab, records, config) -> tuple[dict, dict]:
                 right[key] += ok
                 total[key] += 1
             confusion[true][str(claim.direction)] += 1
+            if not ok:
+                wrong[_what_it_fits(record.objects, subject, anchor, claim.direction)] += 1
             seen = attention_report(best.alphas[claim.position], owners, subject, anchor)
             peaks.append(seen["peak"])
             masses.update(seen["mass"])
             argmaxes[seen["argmax"]] += 1
     claims = {key: {"claims": total[key], "accuracy": share(right[key], total[key])} for key in sorted(total)}
     claims["confusion (true -> claimed)"] = {t: dict(c) for t, c in sorted(confusion.items())}
+    claims["wrong claims: what the direction is true of"] = dict(wrong.most_common())
     n = max(1, len(peaks))
     attention = {
         "words": len(peaks),
