@@ -65,7 +65,7 @@ class TrainConfig:
     epochs: int = 12  # passes over the training split
     batch_size: int = 64  # images per optimizer step, over all processes and micro-batches
     accumulate: int = 1  # micro-batches per optimizer step (gradient accumulation)
-    length_groups: int = 0  # > 0: batches drawn from groups of this many batches sorted by caption length, to pad less (0 = plain shuffle)
+    length_groups: int = 0  # > 0: batches drawn from groups of this many batches sorted by caption length, to pad less (0 = plain shuffle; on shapes it learns relations far more slowly, see the README)
     lr_decoder: float = 4e-3  # Adam learning rate of the decoder
     lr_encoder: float = 1e-3  # Adam learning rate of the trainable encoder layers
     weight_decay: float = 0.0  # Adam weight decay
