@@ -84,7 +84,7 @@ def score_claims(model, vocab, records, config) -> tuple[dict, dict]:
     results = caption_files(model, vocab, [r.path for r in records], config.data.image_size, config.decode)
     right, total = Counter(), Counter()
     confusion = defaultdict(Counter)
-    wrong = Counter()
+    wrong, wrong_by_form = Counter(), defaultdict(Counter)
     peaks, masses, argmaxes = [], Counter(), Counter()
     for record, result in zip(records, results):
         if isinstance(result, Failed) or len(record.objects) < 2:
@@ -108,7 +108,10 @@ def score_claims(model, vocab, records, config) -> tuple[dict, dict]:
                 total[key] += 1
             confusion[true][str(claim.direction)] += 1
             if not ok:
-                wrong[_what_it_fits(record.objects, subject, anchor, claim.direction)] += 1
+                fits = _what_it_fits(record.objects, subject, anchor, claim.direction)
+                wrong[fits] += 1
+                form = "B with A ... [and C ...]" if claim.anchor == 0 else "A ... B [and C ... it]"
+                wrong_by_form[f"{len(record.objects)} objects, {form}, claim {n + 1}"][fits] += 1
             seen = attention_report(best.alphas[claim.position], owners, subject, anchor)
             peaks.append(seen["peak"])
             masses.update(seen["mass"])
@@ -116,6 +119,7 @@ def score_claims(model, vocab, records, config) -> tuple[dict, dict]:
     claims = {key: {"claims": total[key], "accuracy": share(right[key], total[key])} for key in sorted(total)}
     claims["confusion (true -> claimed)"] = {t: dict(c) for t, c in sorted(confusion.items())}
     claims["wrong claims: what the direction is true of"] = dict(wrong.most_common())
+    claims["wrong claims by caption form"] = {form: dict(c.most_common()) for form, c in sorted(wrong_by_form.items())}
     n = max(1, len(peaks))
     attention = {
         "words": len(peaks),
