@@ -1,5 +1,5 @@
-"""Atomic file writes: a temp file in the same folder, then a rename, so that a crash or Ctrl-C
-never leaves a half-written checkpoint or result file behind."""
+"""Atomic file writes: a temp file in the same folder, synced to disk, then a rename, so that a crash,
+a kill or Ctrl-C never leaves a half-written checkpoint or result file behind."""
 
 import os
 import tempfile
@@ -16,6 +16,8 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb", **open_kwargs):
     try:
         with os.fdopen(fd, mode, **open_kwargs) as f:
             yield f
+            f.flush()
+            os.fsync(f.fileno())  # on disk before the rename: a machine that dies keeps the old file or the new
         os.chmod(tmp, 0o644)  # mkstemp's 0600 would hide results from other users
         os.replace(tmp, path)
     except BaseException:
