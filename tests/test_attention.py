@@ -1,20 +1,23 @@
 """The attention family (captioner/model/attention.py): every variant trains, decodes and returns a
 distribution over the grid per word; each computes the score function its docstring writes."""
 
+import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from conftest import TINY_MODEL
 
 from captioner.checkpoint import load_model
 from captioner.cli import print_config_keys
-from captioner.config import ConfigError, DecodeConfig, ModelConfig
-from captioner.inference import caption_files
+from captioner.cli.caption import main as caption_main
+from captioner.cli.train import main as train_main
+from captioner.config import ConfigError, ModelConfig
 from captioner.model.attention import ATTENTIONS, LocalAttention, MultiHeadAttention
 from captioner.model.captioner import Captioner
 from captioner.model.loss import caption_loss
-from captioner.training import train
 
 VARIANTS = list(ATTENTIONS)
 P, D, H = 16, 16, 32  # TINY_MODEL's grid cells, feature and decoder sizes
@@ -217,17 +220,26 @@ def test_list_config_shows_the_attention_keys(capsys):
     assert "2.0" in lines["model.local_sigma"] and "grid cells" in lines["model.local_sigma"]
 
 
-@pytest.mark.parametrize("attention", [v for v in VARIANTS if v != "additive"])  # additive: tests/test_training.py
-def test_each_variant_trains_an_epoch_saves_loads_and_captions_with_beam_3(attention, tiny_config, shapes_dir):
-    tiny_config.model.attention = attention
+@pytest.mark.parametrize("attention", VARIANTS)
+def test_each_variant_trains_an_epoch_and_captions_with_beam_3_through_the_commands(attention, tiny_config,
+                                                                                   shapes_dir, tmp_path, capsys):
+    """The README's commands: `python train.py --config FILE --set model.attention=NAME`, then `caption`."""
     tiny_config.train.epochs = 1
-    run = train(tiny_config)
-    model, vocab, config, _ = load_model(run / "checkpoint_best.pt")
-    assert config.model.attention == attention
-    paths = sorted((shapes_dir / "images").iterdir())[:3]
-    results = list(caption_files(model, vocab, paths, 64, DecodeConfig(beam_size=3, n_best=2, max_length=8)))
-    for result in results:
-        assert len(result.hypotheses) == 2
-        for hypothesis in result.hypotheses:
-            assert hypothesis.alphas.shape == (len(hypothesis.tokens), P)
-            torch.testing.assert_close(hypothesis.alphas.sum(-1), torch.ones(len(hypothesis.tokens)))
+    config_file = tmp_path / "tiny.yaml"
+    config_file.write_text(yaml.safe_dump(tiny_config.to_dict()))
+    train_main(["--config", str(config_file), "--set", f"model.attention={attention}"])
+    run = Path(capsys.readouterr().out.strip())
+    checkpoint = run / "checkpoint_best.pt"
+    assert load_model(checkpoint)[2].model.attention == attention
+    paths = [str(p) for p in sorted((shapes_dir / "images").iterdir())[:3]]
+    with pytest.raises(SystemExit) as exit_info:
+        caption_main([*paths, "--checkpoint", str(checkpoint), "--beam-size", "3", "--n-best", "2",
+                      "--max-length", "8", "--json", "--with-attention"])
+    assert exit_info.value.code == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [row["image"] for row in rows] == paths
+    for row in rows:
+        assert len(row["n_best"]) == 2 and row["caption"] == row["n_best"][0]["caption"]
+        maps = torch.tensor(row["attention"])  # (T, G, G), one distribution over the grid per word
+        assert maps.shape == (len(row["words"]), 4, 4)
+        torch.testing.assert_close(maps.sum((1, 2)), torch.ones(len(row["words"])))
