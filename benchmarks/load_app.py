@@ -193,13 +193,14 @@ def main(argv: list[str] | None = None) -> None:
     if args.url and urlparse(args.url).hostname not in LOCAL_HOSTS:
         sys.exit(f"error: --url must be on this machine ({', '.join(sorted(LOCAL_HOSTS))}), got {args.url}")
     demo = CaptionDemo.from_checkpoint(args.checkpoint)
-    options = (args.beam_size, "none", args.max_length or demo.config.decode.max_length)
+    decoding = (args.beam_size, "none", args.max_length or demo.config.decode.max_length)
+    options = (*decoding, demo.config.model.attention)  # the page's picker sends its model too
     with tempfile.TemporaryDirectory(prefix="captioner-load-") as tmp:
         os.environ["GRADIO_TEMP_DIR"] = str(Path(tmp) / "gradio")  # read when the components are built
         images = load_images(Path(tmp), args.images)
         expected = {}
         for path in images:
-            text, _, strip, _, details, _ = demo.caption(str(path), *options)  # read as the server reads it
+            text, _, strip, _, details, _ = demo.caption(str(path), *decoding)  # read as the server reads it
             expected[path] = {"text": text, "strip": [label for _, label in strip], "details": details}
         bad = Path(tmp) / "bad_upload.png"
         bad.write_text("a text file named like an image")
