@@ -35,7 +35,6 @@ from captioner.data.readers import read_split
 from captioner.data.records import ON_ERROR
 from captioner.decoding import check_decode_config
 from captioner.devices import resolve_device
-from captioner.files import atomic_write
 from captioner.evaluation import (
     CAPTION_KEYS,
     available_metrics,
@@ -45,6 +44,7 @@ from captioner.evaluation import (
     predict_records,
     score_predictions,
 )
+from captioner.files import atomic_write
 from captioner.model.attention import HardAttention
 from captioner.model.captioner import Captioner
 from captioner.model.loss import hard_attention_terms, loss_terms

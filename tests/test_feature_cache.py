@@ -6,12 +6,12 @@ import pytest
 import torch
 import yaml
 
+from captioner.checkpoint import load_model
 from captioner.cli.cache_features import main as cache_main
 from captioner.config import ConfigError
 from captioner.data.feature_cache import FeatureCache, build_feature_cache
 from captioner.data.images import load_image, preprocess
 from captioner.data.readers import read_split
-from captioner.checkpoint import load_model
 from captioner.model.encoder import Encoder, SmallCNN
 from captioner.training import read_metrics, train
 

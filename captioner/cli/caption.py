@@ -16,8 +16,6 @@ import json
 import sys
 from pathlib import Path
 
-import torch
-
 from captioner import novelty
 from captioner.assets import BUNDLED_CHECKPOINT
 from captioner.cli import HelpFormatter, load_model_or_exit, positive_int, usage_error
