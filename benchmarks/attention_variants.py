@@ -12,6 +12,11 @@ compare the variants with each other, not with the bundled model.
 
     python benchmarks/attention_variants.py [--epochs 8] [--train 2000] [--variants additive,dot,...]
                                             [--out runs/attention_variants] [--markdown table.md]
+
+With --runs it trains nothing: it evaluates finished run folders (each variant read from the run's
+config), such as the README recipe's runs of the variants bundled for the page, on the same test scenes:
+
+    python benchmarks/attention_variants.py --runs runs/shapes runs/hard runs/dot --test 1000
 """
 
 import argparse
@@ -45,6 +50,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=0, help="training seed, the same for every variant")
     parser.add_argument("--out", type=Path, default=Path("runs/attention_variants"), help="data and run folders")
     parser.add_argument("--markdown", type=Path, help="also write the table to this file")
+    parser.add_argument("--runs", type=Path, nargs="+",
+                        help="evaluate these finished run folders instead of training (default: train every variant)")
     return parser
 
 
@@ -56,16 +63,21 @@ def run_variant(name: str, args, data: Path, test_data: Path) -> dict:
     ])
     began = time.perf_counter()
     train(config)
-    minutes = (time.perf_counter() - began) / 60
+    return evaluate_run(run_dir, test_data) | {"minutes": (time.perf_counter() - began) / 60}
+
+
+def evaluate_run(run_dir: Path, test_data: Path) -> dict:
+    """The table's figures for a finished run folder: its best checkpoint on the test scenes."""
     seconds_per_epoch = [row["seconds"] for row in read_metrics(run_dir)]
     model, vocab, best_config, _ = load_model(run_dir / "checkpoint_best.pt")
+    name = best_config.model.attention
     best_config.data.root = str(test_data)
     metrics, _ = evaluate_model(model, vocab, read_split(best_config.data, "test"), best_config, meteor=False)
     return {
         "variant": name,
+        "run": run_dir.name,
         "metrics": metrics,
         "seconds_per_epoch": sum(seconds_per_epoch) / len(seconds_per_epoch) if seconds_per_epoch else None,
-        "minutes": minutes,
         "attention_params": sum(p.numel() for p in model.decoder.attention.parameters()),
         "params": sum(p.numel() for p in model.parameters()),
     }
@@ -76,14 +88,16 @@ def table_row(result: dict) -> list[str]:
     exact = (f"{m['exact_accuracy']:.1f} ({m['exact_accuracy_1obj']:.0f} / {m['exact_accuracy_2obj']:.1f} / "
              f"{m['exact_accuracy_3obj']:.1f})")
     per_epoch = "—" if result["seconds_per_epoch"] is None else f"{result['seconds_per_epoch']:.0f}"
-    return [f"`{result['variant']}`", exact, f"{m['pointing_accuracy']:.1f} ({m['pointing_chance']:.1f})",
+    variant = f"`{result['variant']}`" + (f" ({result['run']})" if "minutes" not in result else "")
+    return [variant, exact, f"{m['pointing_accuracy']:.1f} ({m['pointing_chance']:.1f})",
             f"{m['BLEU-4']:.1f}", f"{m['CIDEr']:.1f}", per_epoch, f"{result['attention_params']:,}",
             f"{result['params']:,}"]
 
 
 def markdown(results: list[dict], args) -> str:
-    lines = [(f"{args.epochs} epochs on {args.train} scenes, seed {args.seed}, best epoch by validation on {args.val} "
-             f"scenes; test on {args.test} fresh scenes, greedy; {torch.get_num_threads()} CPU threads."), "",
+    budget = (f"{args.epochs} epochs on {args.train} scenes, seed {args.seed}, best epoch by validation on {args.val} "
+              "scenes" if not args.runs else "finished runs (" + ", ".join(map(str, args.runs)) + "), best checkpoint each")
+    lines = [f"{budget}; test on {args.test} fresh scenes, greedy; {torch.get_num_threads()} CPU threads.", "",
              "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     lines += ["| " + " | ".join(table_row(result)) + " |" for result in results]
     return "\n".join(lines)
@@ -95,14 +109,14 @@ def main(argv: list[str] | None = None) -> None:
     unknown = [name for name in names if name not in ATTENTIONS]
     if unknown:
         sys.exit(f"error: unknown --variants {', '.join(unknown)}; known: {', '.join(ATTENTIONS)}")
-    data, test_data = args.out / "data", args.out / "test_data"
-    if not (data / "captions_val.json").exists():
+    data, test_data = args.out / "data", args.out / f"test_data_{args.test}"
+    if not args.runs and not (data / "captions_val.json").exists():
         generate(data, {"train": args.train, "val": args.val}, seed=1)
     if not (test_data / "captions_test.json").exists():
         generate(test_data, {"test": args.test}, seed=7)
     results = []
-    for name in names:
-        results.append(run_variant(name, args, data, test_data))
+    for item in args.runs or names:
+        results.append(evaluate_run(item, test_data) if args.runs else run_variant(item, args, data, test_data))
         print(json.dumps({k: v for k, v in results[-1].items() if k != "metrics"} | {
             key: results[-1]["metrics"].get(key) for key in ("exact_accuracy", "pointing_accuracy", "BLEU-4")}),
             file=sys.stderr, flush=True)
