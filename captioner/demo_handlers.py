@@ -314,16 +314,17 @@ ATTENTION_NAMES = {
 
 
 class ModelChoice:
-    """The page's models, each under its kind of attention (or its file name when two share one); the
-    first is the default. `/caption` captions with the one a request names."""
+    """The page's models, each under its kind of attention (or its file name when two share one, and
+    its place when the file names match too); the first is the default. `/caption` captions with the
+    one a request names."""
 
     def __init__(self, demos: list[CaptionDemo]):
         if not demos:
             raise ValueError("the page needs at least one model")
         self.demos: dict[str, CaptionDemo] = {}
-        for demo in demos:
-            key = demo.config.model.attention
-            self.demos[demo.name if key in self.demos else key] = demo
+        for n, demo in enumerate(demos, start=1):
+            key = next(k for k in (demo.config.model.attention, demo.name, f"{demo.name} ({n})") if k not in self.demos)
+            self.demos[key] = demo
         self.default = next(iter(self.demos))
 
     def choices(self) -> list[tuple[str, str]]:

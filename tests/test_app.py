@@ -228,8 +228,8 @@ def test_the_model_picker_captions_with_the_model_named(client, caption_demo, ha
 
 def test_models_are_named_by_their_attention_or_else_their_file(caption_demo, hard_demo):
     twin = CaptionDemo(caption_demo.model, caption_demo.vocab, caption_demo.config, {}, name="twin.pt")
-    models = ModelChoice([caption_demo, hard_demo, twin])
-    assert list(models.demos) == ["additive", "hard", "twin.pt"] and models.default == "additive"
+    models = ModelChoice([caption_demo, hard_demo, twin, twin])
+    assert list(models.demos) == ["additive", "hard", "twin.pt", "twin.pt (4)"] and models.default == "additive"
     assert models.choices()[:2] == [("soft attention, additive scores (the paper's)", "additive"),
                                     ("hard attention, one cell per word (the paper's)", "hard")]
     assert models.get(None) is caption_demo and models.get("hard") is hard_demo
