@@ -33,6 +33,7 @@ import gradio as gr
 
 from captioner.assets import BUNDLED_MODELS, EXAMPLES_DIR
 from captioner.checkpoint import CheckpointError
+from captioner.cli import HelpFormatter
 from captioner.config import ConfigError
 from captioner.decoding import LENGTH_PENALTIES
 from captioner.demo_handlers import (
@@ -197,7 +198,7 @@ def launch(page: gr.Blocks, host: str = "127.0.0.1", port: int = 7860, share: bo
 
 def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        description="Serve the Show, Attend and Tell demo page.", formatter_class=argparse.ArgumentDefaultsHelpFormatter
+        description="Serve the Show, Attend and Tell demo page.", formatter_class=HelpFormatter
     )
     parser.add_argument("--checkpoint", action="append", metavar="FILE",
                         help="checkpoint file; repeat it to offer several models, the first the default "
