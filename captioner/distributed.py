@@ -50,7 +50,10 @@ def sum_tensor(x: torch.Tensor) -> torch.Tensor:
 
 
 def everyone(flag: bool, device: torch.device) -> bool:
-    """True when `flag` holds in every process (a tensor on `device`: NCCL reduces only GPU tensors)."""
+    """True when `flag` holds in every process (a tensor on `device`: NCCL reduces only GPU tensors);
+    `flag` itself, with no tensor and no device sync, in a single process."""
+    if not dist.is_initialized():
+        return flag
     missing = sum_tensor(torch.tensor([0.0 if flag else 1.0], device=device))
     return missing.item() == 0
 

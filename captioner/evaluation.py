@@ -32,7 +32,6 @@ class MetricUnavailable(RuntimeError):
     """A metric that cannot run on this machine; the message says why and how to make it run."""
 
 
-
 def metrics_json(row: dict) -> str:
     """`row` (metrics, possibly nested) as one line of JSON; nan (a metric with nothing to score) is
     written as null, since JSON readers reject a bare NaN."""
@@ -42,6 +41,7 @@ def metrics_json(row: dict) -> str:
         return None if isinstance(value, float) and not math.isfinite(value) else value
 
     return json.dumps(finite(row), allow_nan=False)
+
 
 def caption_metrics(
     predictions: dict[str, str], references: dict[str, list[str]], spice: bool = False, meteor: bool = True

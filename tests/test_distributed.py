@@ -19,6 +19,19 @@ from captioner.training import train
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def torchrun_train(config, tmp_path: Path) -> subprocess.CompletedProcess:
+    """`torchrun --nproc_per_node=2 train.py --config` on `config` (gloo, one thread each); it must succeed."""
+    config_file = tmp_path / "tiny.yaml"
+    config_file.write_text(yaml.safe_dump(config.to_dict()))
+    done = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+         str(ROOT / "train.py"), "--config", str(config_file)],
+        capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"}, check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done
+
+
 @pytest.mark.parametrize("length_groups", [0, 2])
 def test_two_processes_match_one_process(tiny_config, tmp_path, length_groups):
     # A frozen encoder and no dropout: batch-norm statistics and dropout masks would otherwise differ
@@ -32,15 +45,7 @@ def test_two_processes_match_one_process(tiny_config, tmp_path, length_groups):
     one = load_checkpoint(train(tiny_config) / "checkpoint_last.pt")
 
     tiny_config.train.out_dir = str(tmp_path / "two")
-    config_file = tmp_path / "tiny.yaml"
-    config_file.write_text(yaml.safe_dump(tiny_config.to_dict()))
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    done = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-         str(ROOT / "train.py"), "--config", str(config_file)],
-        capture_output=True, text=True, timeout=300, env=env,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
+    torchrun_train(tiny_config, tmp_path)
     two = load_checkpoint(tmp_path / "two" / "checkpoint_last.pt")
 
     assert two["epoch"] == one["epoch"] == 2
@@ -73,15 +78,7 @@ def test_a_micro_batch_all_unreadable_on_one_process_skips_the_step_on_both(tiny
     broken = [records[i].path for i in list(sampler)[:4]]
     for path in broken:
         path.write_bytes(path.read_bytes()[:100])
-    config_file = tmp_path / "tiny.yaml"
-    config_file.write_text(yaml.safe_dump(tiny_config.to_dict()))
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    done = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-         str(ROOT / "train.py"), "--config", str(config_file)],
-        capture_output=True, text=True, timeout=180, env=env, check=False,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
+    done = torchrun_train(tiny_config, tmp_path)
     assert all(f"error: cannot read image '{path}'" in done.stderr for path in broken)
     assert "epoch 1: skipped 1 of 6 steps" in done.stderr
     (row,) = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
