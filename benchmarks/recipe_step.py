@@ -6,7 +6,8 @@ captions of the shapes world's length) into the encoder's forward and backward, 
 forward and backward on the encoder's output, and Adam, so that a faster recipe starts from the part
 that costs the most. Medians of --repeats runs, in milliseconds.
 
-Usage: python benchmarks/recipe_step.py [--config configs/shapes.yaml] [--repeats 10] [--length 16]
+Usage: python benchmarks/recipe_step.py [--config configs/shapes.yaml] [--set KEY=VALUE ...] [--repeats 10]
+                                        [--length 16]
 """
 
 import argparse
@@ -32,9 +33,11 @@ def main() -> None:
     parser.add_argument("--config", default="configs/shapes.yaml", help="the recipe (default %(default)s)")
     parser.add_argument("--repeats", type=int, default=10, help="timed runs of each part (default %(default)s)")
     parser.add_argument("--length", type=int, default=16, help="caption tokens incl. <start> and <end> (default %(default)s)")
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="config overrides, as train.py takes them (model.grid_size=8, ...)")
     args = parser.parse_args()
 
-    config = load_config(args.config)
+    config = load_config(args.config, args.set)
     torch.manual_seed(0)
     model = Captioner(config.model, VOCAB).train()
     optimizer = build_optimizer(model, config.train)
@@ -76,6 +79,7 @@ def main() -> None:
         "batch": batch,
         "image_size": size,
         "caption_tokens": args.length,
+        "overrides": args.set,
         "whole_step_ms": median_ms(whole_step, args.repeats),
         "encoder_forward_ms": median_ms(encoder_forward, args.repeats),
         "encoder_forward_backward_ms": median_ms(encoder_forward_backward, args.repeats),
