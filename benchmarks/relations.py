@@ -16,6 +16,9 @@ relation of A to B is the one claimed. Printed as one JSON object:
 - `teacher_forced`: given a reference caption up to its direction word, how often the model's most
   likely next word names the true direction (any of its wordings), with and without autograd
   (decoding's path): whether the model knows the relation when the caption so far is given;
+- `gate_teacher_forced`: the gate beta (§4.2.1) at the object words and at the direction words of
+  the references (mean, spread, least), when the model has one: a beta that differed from object
+  to object would scale the coordinates the decoder has to compare;
 - `probes`: held-out accuracy of a linear classifier that reads the relation of a two-object
   scene from (a) the mean annotation vector, which is all the initial state (§3.1.2) sees, and
   (b) the annotation vectors at the two objects' centres, which sharp attention could read, and, as
@@ -35,7 +38,7 @@ import greedy_split
 import torch
 
 from captioner.data.images import grid_cell_center, load_image, preprocess
-from captioner.data.shapes import relation
+from captioner.data.shapes import SHAPES, relation
 from captioner.data.shapes_grammar import DIRECTION_OF_WORD, parse_caption, phrase_of
 from captioner.inference import Failed, caption_files
 from captioner.pointing import inside
@@ -181,9 +184,14 @@ def probes(model, records, config) -> dict:
     }
 
 
-def teacher_forced(model, vocab, records, config) -> dict:
-    """Direction accuracy at the direction words of every reference, the prefix given."""
+def teacher_forced(model, vocab, records, config) -> tuple[dict, dict]:
+    """Direction accuracy at the direction words of every reference, the prefix given; and the gate
+    beta (§4.2.1) at the object words and the direction words: a beta that varied from object to
+    object would scale the coordinates that the decoder compares."""
     right, total = Counter(), Counter()
+    gates = defaultdict(list)
+    steps = []  # f_beta's output at each step of the forward pass running now
+    hook = model.decoder.beta.register_forward_hook(lambda *args: steps.append(args[2])) if model.decoder.beta else None
     for record in records:
         if len(record.objects) < 2:
             continue
@@ -191,9 +199,11 @@ def teacher_forced(model, vocab, records, config) -> dict:
         captions = torch.nn.utils.rnn.pad_sequence(
             [torch.tensor(vocab.encode(c)) for c in record.captions], batch_first=True, padding_value=vocab.pad)
         for mode, grad in (("with autograd", True), ("without autograd", False)):
+            steps.clear()
             with torch.set_grad_enabled(grad):
                 features = model.encoder(image).expand(len(captions), -1, -1)
                 logits, _ = model.decoder(features, captions)  # (R, T, V)
+            beta = torch.sigmoid(torch.cat(steps, 1)).detach() if steps else None  # (R, T)
             for r, caption in enumerate(record.captions):
                 words = vocab.decode(captions[r, 1:].tolist())
                 for claim in parse_caption(words).claims:
@@ -201,7 +211,17 @@ def teacher_forced(model, vocab, records, config) -> dict:
                     key = f"{mode}, anchor named {'before' if claim.anchor_named_before else 'after'}"
                     right[key] += DIRECTION_OF_WORD.get(guess) == claim.direction
                     total[key] += 1
-    return {key: {"claims": total[key], "accuracy": share(right[key], total[key])} for key in sorted(total)}
+                if beta is not None and not grad:
+                    for t, word in enumerate(words):
+                        kind = "object words" if word in SHAPES else "direction words" if word in DIRECTION_OF_WORD else None
+                        if kind:
+                            gates[kind].append(float(beta[r, t]))
+    if hook:
+        hook.remove()
+    accuracy = {key: {"claims": total[key], "accuracy": share(right[key], total[key])} for key in sorted(total)}
+    gate = {kind: {"words": len(v), "mean": round(float(torch.tensor(v).mean()), 3),
+                   "std": round(float(torch.tensor(v).std()), 3), "min": round(min(v), 3)} for kind, v in gates.items()}
+    return accuracy, gate
 
 
 def main() -> None:
@@ -209,8 +229,9 @@ def main() -> None:
     greedy_split.add_arguments(parser, images=1000)
     model, vocab, config, records = greedy_split.load(parser.parse_args())
     claims, attention = score_claims(model, vocab, records, config)
-    report = {"claims": claims, "attention_at_direction_word": attention,
-              "teacher_forced": teacher_forced(model, vocab, records, config), "probes": probes(model, records, config)}
+    forced, gate = teacher_forced(model, vocab, records, config)
+    report = {"claims": claims, "attention_at_direction_word": attention, "teacher_forced": forced,
+              "gate_teacher_forced": gate, "probes": probes(model, records, config)}
     print(json.dumps(report, indent=1))
 
 
