@@ -191,7 +191,8 @@ def teacher_forced(model, vocab, records, config) -> tuple[dict, dict]:
     right, total = Counter(), Counter()
     gates = defaultdict(list)
     steps = []  # f_beta's output at each step of the forward pass running now
-    hook = model.decoder.beta.register_forward_hook(lambda *args: steps.append(args[2])) if model.decoder.beta else None
+    gate = model.decoder.beta
+    hook = gate.register_forward_hook(lambda *args: steps.append(args[2])) if gate is not None else None
     for record in records:
         if len(record.objects) < 2:
             continue
@@ -212,16 +213,17 @@ def teacher_forced(model, vocab, records, config) -> tuple[dict, dict]:
                     right[key] += DIRECTION_OF_WORD.get(guess) == claim.direction
                     total[key] += 1
                 if beta is not None and not grad:
-                    for t, word in enumerate(words):
-                        kind = "object words" if word in SHAPES else "direction words" if word in DIRECTION_OF_WORD else None
-                        if kind:
-                            gates[kind].append(float(beta[r, t]))
-    if hook:
+                    gates["object words"] += [float(beta[r, t]) for t, w in enumerate(words) if w in SHAPES]
+                    gates["direction words"] += [float(beta[r, t]) for t, w in enumerate(words) if w in DIRECTION_OF_WORD]
+    if hook is not None:
         hook.remove()
     accuracy = {key: {"claims": total[key], "accuracy": share(right[key], total[key])} for key in sorted(total)}
-    gate = {kind: {"words": len(v), "mean": round(float(torch.tensor(v).mean()), 3),
-                   "std": round(float(torch.tensor(v).std()), 3), "min": round(min(v), 3)} for kind, v in gates.items()}
-    return accuracy, gate
+    spread = {}
+    for kind, values in gates.items():
+        v = torch.tensor(values)
+        spread[kind] = {"words": len(v), "mean": round(v.mean().item(), 3), "std": round(v.std().item(), 3),
+                        "min": round(v.min().item(), 3)}
+    return accuracy, spread
 
 
 def main() -> None:
