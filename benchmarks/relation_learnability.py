@@ -49,6 +49,8 @@ def scene_grid(scene, position: str, scale: float = 1.0) -> torch.Tensor:
     x, y = axis.view(1, GRID, 1).expand(GRID, GRID, 1), axis.view(GRID, 1, 1).expand(GRID, GRID, 1)
     if position == "coordinates":
         grid = torch.cat([grid, x, y], -1)
+    elif position == "diagonals":
+        grid = torch.cat([grid, x, y, (x + y) / 2**0.5, (y - x) / 2**0.5], -1)
     elif position == "product":
         grid = torch.cat([grid, grid * x, grid * y], -1)
     return grid.flatten(0, 1)
@@ -107,7 +109,7 @@ def run(variant: str, args) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--variants", nargs="+", default=["plain", "coordinates"], choices=["plain", "coordinates", "product"])
+    parser.add_argument("--variants", nargs="+", default=["plain", "coordinates"], choices=["plain", "coordinates", "diagonals", "product"])
     parser.add_argument("--scenes", type=int, default=8000)
     parser.add_argument("--steps", type=int, default=1500)
     parser.add_argument("--every", type=int, default=250)

@@ -152,7 +152,7 @@ def probes(model, records, config) -> dict:
     pairs = [r for r in records if len(r.objects) == 2]
     means, at_objects, centres, labels = [], [], [], []
     norms = Counter()
-    coordinates = 2 if model.encoder.coordinates > 0 else 0
+    coordinates = model.encoder.axes if model.encoder.coordinates > 0 else 0
     G = model.grid_size
     for record in pairs:
         image = load_image(record.path)
@@ -171,7 +171,7 @@ def probes(model, records, config) -> dict:
         norms["features at object centres"] += float(features[on_object].mean()) / len(pairs)
         norms["features elsewhere"] += float(features[~on_object].mean()) / len(pairs)
         if coordinates:
-            norms["coordinates"] += float(a[:, -2:].norm(dim=1).mean()) / len(pairs)
+            norms["coordinates"] += float(a[:, -coordinates:].norm(dim=1).mean()) / len(pairs)
         labels.append(DIRECTIONS.index(relation(*record.objects)))
     y = torch.tensor(labels)
     return {

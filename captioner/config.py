@@ -47,6 +47,7 @@ class ModelConfig:
     grid_size: int = 14  # G: features are pooled to G x G positions (paper: 14; shapes: 16)
     small_channels: int = 64  # small CNN: channels of its last layer (its D)
     coordinates: float = 0.0  # c > 0: append each cell's x and y, from -c to c, to its annotation vector
+    coordinate_axes: int = 2  # with coordinates: 2 (x, y) | 4 (also the diagonals (x + y)/sqrt 2 and (y - x)/sqrt 2)
     embed_dim: int = 128  # word embedding size (paper: 512)
     attention_dim: int = 128  # attention size A: additive and local's MLP, multihead's total key size (paper: 512)
     decoder_dim: int = 256  # LSTM hidden size (paper: 1800 on COCO; 512 in most re-implementations)

@@ -1,4 +1,5 @@
 import math
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -114,6 +115,32 @@ def test_coordinates_say_where_each_cell_is():
     _, col = divmod(G * G - 2, G)  # the bottom row's second cell from the right
     assert x[:, G * G - 2].tolist() == pytest.approx([2 * col / (G - 1) - 1] * 2) and y[:, G * G - 2].tolist() == [1.0, 1.0]
     assert x[0, 0] == y[0, 0] == -1.0 and torch.equal(x[0, :G], torch.linspace(-1, 1, G))
+
+
+def test_diagonal_coordinates_make_each_direction_a_quadrant():
+    from captioner.data.shapes import relation
+    from captioner.model.encoder import cell_coordinates
+
+    G = 8
+    planes = cell_coordinates(torch.zeros(1, 1, G, G), axes=4)[0]  # (4, G, G): x, y, u, v
+    assert torch.equal(planes[:2], cell_coordinates(torch.zeros(1, 1, G, G))[0])
+    quadrant = {"left": (-1, 1), "right": (1, -1), "above": (-1, -1), "below": (1, 1)}  # signs of du, dv
+    checked = 0
+    for a in range(G * G):
+        for b in range(G * G):
+            cell_a, cell_b = (SimpleNamespace(centre=divmod(p, G)[::-1]) for p in (a, b))  # centre (col, row)
+            direction = relation(cell_a, cell_b)
+            if direction is None:
+                continue
+            (ra, ca), (rb, cb) = divmod(a, G), divmod(b, G)
+            du, dv = (planes[2:, ra, ca] - planes[2:, rb, cb]).sign().tolist()
+            assert (du, dv) == quadrant[direction], (a, b, direction)
+            checked += 1
+    assert checked > G**4 / 2
+    model = tiny_model(coordinates=2.0, coordinate_axes=4)
+    assert model.encoder(torch.randn(1, 3, 32, 32)).shape[-1] == tiny_model().encoder.feature_dim + 4
+    with pytest.raises(ConfigError, match="model.coordinate_axes"):
+        tiny_model(coordinates=1.0, coordinate_axes=3)
 
 
 def test_frozen_batchnorm_stays_in_eval_mode_while_training():

@@ -29,6 +29,8 @@ def cache_key(config: Config) -> dict:
         "backbone": m.backbone, "weights": m.weights, "grid_size": m.grid_size,
         "small_channels": m.small_channels if m.backbone == "small" else None,
         "coordinates": m.coordinates, "image_size": config.data.image_size,
+        # None without coordinates, so that caches made before the key existed still fit
+        "coordinate_axes": m.coordinate_axes if m.coordinates > 0 else None,
     }
 
 

@@ -5,6 +5,7 @@ ResNet's last block. Here any of those torchvision backbones, or a small CNN for
 world, is pooled to a G x G grid and flattened to (B, P = G*G, D).
 """
 
+import math
 from itertools import pairwise
 from pathlib import Path
 
@@ -83,11 +84,23 @@ def load_weights(module: nn.Module, weights: str, name: str) -> nn.Module:
     return module
 
 
-def cell_coordinates(grid: torch.Tensor) -> torch.Tensor:
-    """The x and y of every cell of a (B, D, G, G) grid, from -1 (left, top) to 1: (B, 2, G, G)."""
+COORDINATE_AXES = (2, 4)
+
+
+def cell_coordinates(grid: torch.Tensor, axes: int = 2) -> torch.Tensor:
+    """Where every cell of a (B, D, G, G) grid is, (B, axes, G, G): its x and y, from -1 (left, top)
+    to 1, and with 4 axes also its place along the diagonals, u = (x + y) / sqrt 2 and
+    v = (y - x) / sqrt 2.
+
+    Why the diagonals: "A left of B" holds when d = A - B points mostly along -x, so each direction
+    is a quadrant of the diagonal frame: left is du < 0 and dv > 0, right du > 0 and dv < 0, above
+    du < 0 and dv < 0, below du > 0 and dv > 0. From x and y alone, which axis a relation is on
+    (|dx| against |dy|) is an exclusive or of two signs, which one layer cannot separate."""
     B, _, G, _ = grid.shape
     axis = torch.linspace(-1, 1, G, device=grid.device, dtype=grid.dtype)
-    return torch.stack(torch.meshgrid(axis, axis, indexing="xy")).expand(B, 2, G, G)
+    x, y = torch.meshgrid(axis, axis, indexing="xy")  # (G, G): x grows along a row, y down a column
+    planes = [x, y] if axes == 2 else [x, y, (x + y) / math.sqrt(2), (y - x) / math.sqrt(2)]
+    return torch.stack(planes).expand(B, axes, G, G)
 
 
 class Encoder(nn.Module):
@@ -112,8 +125,10 @@ class Encoder(nn.Module):
             known = ", ".join(["small", *BACKBONES])
             raise ConfigError(f"model.backbone: unknown '{config.backbone}'; known: {known}")
         self.pool = nn.AdaptiveAvgPool2d(config.grid_size)
-        self.coordinates = config.coordinates
-        self.feature_dim += 2 * (self.coordinates > 0)  # annotation vectors: features, then x and y
+        if config.coordinate_axes not in COORDINATE_AXES:
+            raise ConfigError(f"model.coordinate_axes must be 2 (x, y) or 4 (and the diagonals), got {config.coordinate_axes}")
+        self.coordinates, self.axes = config.coordinates, config.coordinate_axes
+        self.feature_dim += self.axes * (self.coordinates > 0)  # annotation vectors: features, then where
         self.trainable_from = self._freeze(config.fine_tune_from)
 
     def _freeze(self, fine_tune_from: str) -> int:
@@ -147,5 +162,5 @@ class Encoder(nn.Module):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         grid = self.pool(self.trunk(images))  # (B, D, G, G)
         if self.coordinates > 0:
-            grid = torch.cat([grid, self.coordinates * cell_coordinates(grid)], 1)  # (B, D + 2, G, G)
+            grid = torch.cat([grid, self.coordinates * cell_coordinates(grid, self.axes)], 1)  # (B, D + axes, G, G)
         return grid.flatten(2).transpose(1, 2)  # (B, P, D)
