@@ -10,6 +10,8 @@ relation of A to B is the one claimed. Printed as one JSON object:
   ("B with A to its left", "... and C under it") or after it ("A left of B"); and for the wrong
   claims, which pair the direction is true of instead (the pair swapped, the subject against the
   third object, the third object against the anchor, or none): binding errors or lost positions;
+  and on which axis they err: the right axis with the wrong sign ("left" for "right"), or the wrong
+  axis ("left" for "above"), which from x and y takes comparing |dx| with |dy|;
 - `attention_at_direction_word`: the attention map of the word that names the direction: its peak
   value, the share of its mass on the subject, on the anchor, on another object and on the
   background, and where its argmax falls;
@@ -83,6 +85,20 @@ def _what_it_fits(objects, subject: int, anchor: int, direction: str) -> str:
     return "no pair"
 
 
+AXIS = {"left": "x", "right": "x", "above": "y", "below": "y"}
+
+
+def axis_errors(confusion: dict) -> Counter:
+    """Wrong claims on the true relation's axis (left for right: the sign) or on the other axis
+    (left for above: which of |dx| and |dy| is larger), from the confusion counts."""
+    errors = Counter()
+    for true, claimed in confusion.items():
+        for direction, count in claimed.items():
+            if direction != true:
+                errors["wrong sign, right axis" if AXIS.get(direction) == AXIS[true] else "wrong axis"] += count
+    return errors
+
+
 def score_claims(model, vocab, records, config) -> tuple[dict, dict]:
     results = caption_files(model, vocab, [r.path for r in records], config.data.image_size, config.decode)
     right, total = Counter(), Counter()
@@ -122,6 +138,7 @@ def score_claims(model, vocab, records, config) -> tuple[dict, dict]:
     claims = {key: {"claims": total[key], "accuracy": share(right[key], total[key])} for key in sorted(total)}
     claims["confusion (true -> claimed)"] = {t: dict(c) for t, c in sorted(confusion.items())}
     claims["wrong claims: what the direction is true of"] = dict(wrong.most_common())
+    claims["wrong claims: on which axis"] = dict(axis_errors(confusion).most_common())
     claims["wrong claims by caption form"] = {form: dict(c.most_common()) for form, c in sorted(wrong_by_form.items())}
     n = max(1, len(peaks))
     attention = {
