@@ -65,6 +65,7 @@ class ModelConfig:
 class TrainConfig:
     epochs: int = 12  # passes over the training split
     batch_size: int = 64  # images per optimizer step, over all processes and micro-batches
+    captions_per_image: int = 1  # K: distinct references of each image per step; the encoder runs once for all K (a step decodes batch_size * K captions)
     accumulate: int = 1  # micro-batches per optimizer step (gradient accumulation)
     length_groups: int = 0  # > 0: batches drawn from groups of this many batches sorted by caption length, to pad less (0 = plain shuffle; on shapes it learns relations far more slowly, see the README)
     lr_decoder: float = 4e-3  # Adam learning rate of the decoder

@@ -4,9 +4,10 @@ validation by really decoding captions, early stopping, atomic checkpoints and e
 optimizer, scheduler, epoch, RNG and best score). The early-stopping metric is checked against what
 the validation data can report before the first step; metrics.jsonl holds one JSON object per epoch.
 
-A step's batch is `train.batch_size` images over all processes and micro-batches, drawn by one
-seeded DistributedSampler, and the loss is divided by the step's token count over all of them, so
-N processes (or N micro-batches) give the same update as one big batch.
+A step's batch is `train.batch_size` images over all processes and micro-batches, each with
+`train.captions_per_image` of its references, drawn by one seeded DistributedSampler, and the loss
+is divided by the step's token count over all of them, so N processes (or N micro-batches) give the
+same update as one big batch.
 """
 
 import contextlib
@@ -111,8 +112,8 @@ def check_train_settings(config: Config) -> None:
         raise ConfigError(f"train.schedule: unknown '{train.schedule}'; known: {', '.join(SCHEDULES)}")
     if train.amp not in AMP:
         raise ConfigError(f"train.amp: unknown '{train.amp}'; known: {', '.join(AMP)}")
-    at_least = {"epochs": 1, "batch_size": 1, "accumulate": 1, "step_size": 1, "warmup_steps": 0, "patience": 0,
-                "val_images": 0, "length_groups": 0}
+    at_least = {"epochs": 1, "batch_size": 1, "captions_per_image": 1, "accumulate": 1, "step_size": 1,
+                "warmup_steps": 0, "patience": 0, "val_images": 0, "length_groups": 0}
     for key, low in at_least.items():
         if getattr(train, key) < low:
             raise ConfigError(f"train.{key} must be >= {low}, got {getattr(train, key)}")
@@ -335,7 +336,8 @@ def _train_loader(config: Config, records: list, model: Captioner, vocab: Vocab,
         inputs = FeatureCache(config, "train", records)
     else:
         inputs = ImageInput(records, config.data.image_size)
-    dataset = CaptionDataset(records, inputs, vocab, config.data.max_caption_tokens, config.train.seed)
+    dataset = CaptionDataset(records, inputs, vocab, config.data.max_caption_tokens, config.train.seed,
+                             config.train.captions_per_image)
     parts = process.world * config.train.accumulate
     if config.train.batch_size % parts:
         raise ConfigError(

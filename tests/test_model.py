@@ -117,6 +117,18 @@ def test_coordinates_say_where_each_cell_is():
     assert x[0, 0] == y[0, 0] == -1.0 and torch.equal(x[0, :G], torch.linspace(-1, 1, G))
 
 
+def test_k_captions_per_image_read_one_memory_as_k_copies_of_the_image_would():
+    model = tiny_model()
+    images = torch.randn(2, 3, 32, 32)
+    captions = torch.randint(4, 12, (6, 5))  # 3 captions of each image, rows b*3 + k
+    logits, alphas = model(images, captions)
+    copies = model(images.repeat_interleave(3, 0), captions)
+    torch.testing.assert_close(logits, copies[0])
+    torch.testing.assert_close(alphas, copies[1])
+    with pytest.raises(ValueError, match="5 captions for 2 images"):
+        model(images, captions[:5])
+
+
 def test_diagonal_coordinates_make_each_direction_a_quadrant():
     from captioner.data.shapes import relation
     from captioner.model.encoder import cell_coordinates

@@ -3,8 +3,8 @@ the Dataset of image files that captioning and the feature cache read.
 
 An item's input is the preprocessed image, or its cached encoder features when training reads a
 feature cache (`ImageInput` or `captioner.data.feature_cache.FeatureCache`). Training draws one
-reference caption per image per epoch, chosen by (seed, epoch, index) so a resumed run sees exactly
-the captions an uninterrupted one would. An unreadable image is reported once, by name, and dropped
+reference caption per image per epoch (or `train.captions_per_image` distinct ones), chosen by
+(seed, epoch, index) so a resumed run sees exactly the captions an uninterrupted one would. An unreadable image is reported once, by name, and dropped
 from its batch; the rest of the batch goes on.
 """
 
@@ -54,17 +54,20 @@ class ImageInput:
 
 
 class CaptionDataset(Dataset):
-    """Items are (input, caption ids (L,)), or None when the input cannot be read.
+    """Items are (input, K caption ids (L,) each), or None when the input cannot be read.
 
-    `inputs[index]` gives the input of records[index]: an ImageInput or a FeatureCache.
+    `inputs[index]` gives the input of records[index]: an ImageInput or a FeatureCache. K is
+    `captions_per_image`: distinct references of the image while it has that many, then again.
     """
 
-    def __init__(self, records: list[ImageRecord], inputs, vocab: Vocab, max_tokens: int, seed: int = 0):
+    def __init__(self, records: list[ImageRecord], inputs, vocab: Vocab, max_tokens: int, seed: int = 0,
+                 captions_per_image: int = 1):
         self.records = records
         self.inputs = inputs
         self.vocab = vocab
         self.max_tokens = max_tokens
         self.seed = seed
+        self.captions_per_image = captions_per_image
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -73,17 +76,21 @@ class CaptionDataset(Dataset):
     def __len__(self) -> int:
         return len(self.records)
 
-    def caption_ids(self, index: int) -> torch.Tensor:
-        return torch.tensor(self._encoded(index))
+    def caption_ids(self, index: int) -> list[torch.Tensor]:
+        return [torch.tensor(ids) for ids in self._encoded(index)]
 
     def caption_length(self, index: int) -> int:
-        """Tokens of the caption drawn for `index` this epoch, <start> and <end> included."""
-        return len(self._encoded(index))
+        """Tokens of the longest caption drawn for `index` this epoch, <start> and <end> included."""
+        return max(len(ids) for ids in self._encoded(index))
 
-    def _encoded(self, index: int) -> list[int]:
+    def _encoded(self, index: int) -> list[list[int]]:
         captions = self.records[index].captions
-        pick = np.random.default_rng((self.seed, self.epoch, index)).integers(len(captions))
-        return self.vocab.encode(captions[pick], self.max_tokens)
+        rng = np.random.default_rng((self.seed, self.epoch, index))
+        if self.captions_per_image == 1:  # the draw of runs from before captions_per_image existed
+            picks = [rng.integers(len(captions))]
+        else:
+            picks = np.resize(rng.permutation(len(captions)), self.captions_per_image)
+        return [self.vocab.encode(captions[pick], self.max_tokens) for pick in picks]
 
     def __getitem__(self, index: int):
         x = self.inputs[index]
@@ -91,10 +98,12 @@ class CaptionDataset(Dataset):
 
 
 def collate(items, pad_id: int):
-    """Stacks inputs (B, ...) and pads captions to (B, L) with pad_id; None when no item is left."""
+    """Stacks inputs (B, ...) and pads the items' K captions each to (B*K, L) with pad_id, the
+    captions of image b in rows b*K..b*K + K-1; None when no item is left."""
     items = [item for item in items if item is not None]
     if not items:
         return None
     inputs, captions = zip(*items)
-    padded = torch.nn.utils.rnn.pad_sequence(captions, batch_first=True, padding_value=pad_id)
+    rows = [ids for per_image in captions for ids in per_image]
+    padded = torch.nn.utils.rnn.pad_sequence(rows, batch_first=True, padding_value=pad_id)
     return torch.stack(inputs), padded

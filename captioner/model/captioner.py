@@ -16,7 +16,8 @@ class Captioner(nn.Module):
         self.grid_size = config.grid_size
 
     def forward(self, inputs: torch.Tensor, captions: torch.Tensor, locations: bool = False):
-        """inputs: images (B, 3, H, W), or cached features (B, P, D) of a frozen encoder;
-        captions (B, T+1) -> logits (B, T, V), alphas (B, T, P) [, hard attention's locations (B, T)]."""
+        """inputs: images (B, 3, H, W), or cached features (B, P, D) of a frozen encoder; captions
+        (B*K, T+1), K per image in rows b*K + k -> logits (B*K, T, V), alphas (B*K, T, P) [, hard
+        attention's locations (B*K, T)]. The encoder runs once per image, whatever K."""
         features = self.encoder(inputs) if inputs.dim() == 4 else inputs
         return self.decoder(features, captions, locations)

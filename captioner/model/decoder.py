@@ -84,23 +84,28 @@ class Decoder(nn.Module):
         return self.logits(embedded, h, z).log_softmax(-1), alpha, h, c
 
     def forward(self, a: torch.Tensor, captions: torch.Tensor, locations: bool = False):
-        """Teacher forcing: a (B, P, D), captions (B, T+1) starting with <start>; predicts captions[:, 1:].
+        """Teacher forcing: a (B, P, D), captions (B*K, T+1) starting with <start>, K >= 1 captions of
+        each image in rows b*K + k (as beam search's K states read one memory); predicts captions[:, 1:].
 
-        Returns logits (B, T, V) and alphas (B, T, P). Padded steps are computed like the others
+        Returns logits (B*K, T, V) and alphas (B*K, T, P). Padded steps are computed like the others
         (a full batch per step is faster than shrinking it) and masked out by the loss. With
         `locations`, also the hard attention's sampled locations s_t (B, T), -1 where an image read
         the expected context (§4.1), for REINFORCE's surrogate; None for any other attention or in eval.
         """
+        if captions.shape[0] % a.shape[0]:
+            raise ValueError(f"{captions.shape[0]} captions for {a.shape[0]} images: not K per image")
         h, c, memory = self.init_state(a)
-        embedded = self.embedding(captions[:, :-1])  # (B, T, E)
-        embed_gates = self.embed_gates(embedded)  # (B, T, 4H): every step's share of eq. 1 at once
+        K = captions.shape[0] // a.shape[0]
+        h, c = h.repeat_interleave(K, 0), c.repeat_interleave(K, 0)  # (B*K, H): the image's h_0 for each caption
+        embedded = self.embedding(captions[:, :-1])  # (B*K, T, E)
+        embed_gates = self.embed_gates(embedded)  # (B*K, T, 4H): every step's share of eq. 1 at once
         hs, zs, alphas = [], [], []
         for t in range(embedded.shape[1]):
             h, c, z, alpha = self.lstm(memory, embed_gates[:, t], h, c)
             hs.append(h)
             zs.append(z)
             alphas.append(alpha)
-        logits = self.logits(embedded, torch.stack(hs, 1), torch.stack(zs, 1))  # (B, T, V): eq. 7 at once
+        logits = self.logits(embedded, torch.stack(hs, 1), torch.stack(zs, 1))  # (B*K, T, V): eq. 7 at once
         if not locations:
             return logits, torch.stack(alphas, 1)
         drawn = memory.keys.locations if isinstance(memory.keys, HardKeys) else []

@@ -1,0 +1,71 @@
+"""What feeding the training loop costs on a small CPU; prints one JSON object.
+
+`benchmarks/recipe_step.py` times a step on random tensors; a real epoch of the shapes recipe is
+slower than its steps add up to. This runs the training loop's own step (`Stepper`: forward,
+backward, clipping, Adam) on the recipe's real training data three ways, over --steps steps each:
+- loader_ms: batches from the DataLoader as `train.py` builds it (`data.num_workers` worker
+  processes decoding JPEGs beside the step's threads);
+- memory_ms: the same batches, gathered first, so the step runs alone;
+- decode_ms: decoding and preprocessing one batch's images in this process, with nothing else running.
+Milliseconds per step (per batch for decode_ms).
+
+Usage: python benchmarks/train_input.py [--config configs/shapes.yaml] [--set KEY=VALUE ...] [--steps 20]
+"""
+
+import argparse
+import json
+import time
+from itertools import islice
+
+import torch
+
+from captioner import distributed
+from captioner.config import load_config
+from captioner.data.readers import read_split
+from captioner.model.captioner import Captioner
+from captioner.training import Stepper, _train_loader, build_optimizer
+from captioner.vocab import build_vocab
+
+
+def per_step_ms(stepper: Stepper, batches) -> float:
+    start, steps = time.perf_counter(), 0
+    for inputs, captions in batches:
+        stepper([(inputs.float(), captions)])
+        steps += 1
+    return 1000 * (time.perf_counter() - start) / steps
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", default="configs/shapes.yaml", help="the recipe (default %(default)s)")
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides, as train.py takes them")
+    parser.add_argument("--steps", type=int, default=20, help="timed steps of each kind (default %(default)s)")
+    args = parser.parse_args()
+
+    config = load_config(args.config, args.set)
+    records = read_split(config.data, "train")
+    vocab = build_vocab((c for r in records for c in r.captions), config.data.min_word_count)
+    torch.manual_seed(0)
+    model = Captioner(config.model, len(vocab)).train()
+    optimizer = build_optimizer(model, config.train)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+    stepper = Stepper(model, optimizer, scheduler, config, vocab.pad, None, 1)
+    loader, dataset, _ = _train_loader(config, records, model, vocab, distributed.Process(), torch.device("cpu"))
+
+    batches = iter(loader)  # one iterator: its workers start once, in the warm-up
+    per_step_ms(stepper, islice(batches, 3))  # warm-up: workers started, first-touch allocations
+    loader_ms = per_step_ms(stepper, islice(batches, args.steps))
+    gathered = list(islice(batches, args.steps))
+    memory_ms = per_step_ms(stepper, gathered)
+    start = time.perf_counter()
+    for k in range(args.steps):
+        for index in range(k * config.train.batch_size, (k + 1) * config.train.batch_size):
+            dataset.inputs[index]
+    decode_ms = 1000 * (time.perf_counter() - start) / args.steps
+    figures = {"threads": torch.get_num_threads(), "num_workers": config.data.num_workers, "overrides": args.set,
+               "batch": config.train.batch_size, "loader_ms": loader_ms, "memory_ms": memory_ms, "decode_ms": decode_ms}
+    print(json.dumps({k: round(v, 1) if isinstance(v, float) else v for k, v in figures.items()}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
