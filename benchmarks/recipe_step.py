@@ -1,9 +1,8 @@
 """Where a training step of the shapes recipe spends its time; prints one JSON object.
 
 The README's recipe (configs/shapes.yaml) has to train within 30 minutes on a 2-core CPU, and its
-validation accuracy is still rising when the run ends: this splits one step (batch 64, 128 px images
-(times `train.captions_per_image` captions),
-captions of the shapes world's length) into the encoder's forward and backward, the decoder's
+validation accuracy is still rising when the run ends: this splits one step (64 images of 128 px,
+each with `train.captions_per_image` captions of the shapes world's length) into the encoder's forward and backward, the decoder's
 forward and backward on the encoder's output, and Adam, so that a faster recipe starts from the part
 that costs the most. Medians of --repeats runs, in milliseconds.
 
