@@ -2,9 +2,9 @@
 
 The README's recipe (configs/shapes.yaml) has to train within 30 minutes on a 2-core CPU, and its
 validation accuracy is still rising when the run ends: this splits one step (64 images of 128 px,
-each with `train.captions_per_image` captions of the shapes world's length) into the encoder's forward and backward, the decoder's
-forward and backward on the encoder's output, and Adam, so that a faster recipe starts from the part
-that costs the most. Medians of --repeats runs, in milliseconds.
+each with `train.captions_per_image` captions of the shapes world's length) into the encoder's
+forward and backward, the decoder's forward and backward on the encoder's output, and Adam, so that
+a faster recipe starts from the part that costs the most. Medians of --repeats runs, in milliseconds.
 
 Usage: python benchmarks/recipe_step.py [--config configs/shapes.yaml] [--set KEY=VALUE ...] [--repeats 10]
                                         [--length 16]
