@@ -25,6 +25,7 @@ from captioner.config import ModelConfig
 from captioner.data.shapes import COLOURS, SHAPES, describe, make_scene
 from captioner.data.shapes_grammar import DIRECTION_OF_WORD, parse_caption
 from captioner.model.decoder import Decoder
+from captioner.model.encoder import cell_coordinates
 from captioner.model.loss import caption_loss
 from captioner.vocab import build_vocab
 
@@ -34,8 +35,8 @@ IMAGE = 128
 
 def scene_grid(scene, position: str, scale: float = 1.0) -> torch.Tensor:
     """(P, D) annotation vectors: colour, shape and size of the object at each cell, then where the
-    cell is as `position` says: "plain" (not at all), "coordinates" (its x, y) or "product" (every
-    feature times x and times y)."""
+    cell is as `position` says: "plain" (not at all), "coordinates" (its x, y), "diagonals" (x, y
+    and the diagonals, `model.coordinate_axes: 4`) or "product" (every feature times x and times y)."""
     grid = torch.zeros(GRID, GRID, len(COLOURS) + len(SHAPES) + 1)
     cell = IMAGE / GRID
     for o in scene.objects:
@@ -45,12 +46,11 @@ def scene_grid(scene, position: str, scale: float = 1.0) -> torch.Tensor:
         grid[r0 : r1 + 1, c0 : c1 + 1, len(COLOURS) + SHAPES.index(o.shape)] = 1
         grid[r0 : r1 + 1, c0 : c1 + 1, len(COLOURS) + len(SHAPES)] = 1.0 if o.size == "large" else -1.0
     grid = grid * scale
-    axis = torch.linspace(-1, 1, GRID)
-    x, y = axis.view(1, GRID, 1).expand(GRID, GRID, 1), axis.view(GRID, 1, 1).expand(GRID, GRID, 1)
-    if position == "coordinates":
-        grid = torch.cat([grid, x, y], -1)
-    elif position == "diagonals":
-        grid = torch.cat([grid, x, y, (x + y) / 2**0.5, (y - x) / 2**0.5], -1)
+    axes = 4 if position == "diagonals" else 2
+    where = cell_coordinates(grid.new_zeros(1, 1, GRID, GRID), axes)[0].permute(1, 2, 0)  # (G, G, axes), as the encoder's
+    x, y = where[..., :1], where[..., 1:2]
+    if position in ("coordinates", "diagonals"):
+        grid = torch.cat([grid, where], -1)
     elif position == "product":
         grid = torch.cat([grid, grid * x, grid * y], -1)
     return grid.flatten(0, 1)

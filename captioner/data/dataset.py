@@ -4,8 +4,8 @@ the Dataset of image files that captioning and the feature cache read.
 An item's input is the preprocessed image, or its cached encoder features when training reads a
 feature cache (`ImageInput` or `captioner.data.feature_cache.FeatureCache`). Training draws one
 reference caption per image per epoch (or `train.captions_per_image` distinct ones), chosen by
-(seed, epoch, index) so a resumed run sees exactly the captions an uninterrupted one would. An unreadable image is reported once, by name, and dropped
-from its batch; the rest of the batch goes on.
+(seed, epoch, index) so a resumed run sees exactly the captions an uninterrupted one would. An
+unreadable image is reported once, by name, and dropped from its batch; the rest of the batch goes on.
 """
 
 import sys

@@ -89,7 +89,7 @@ class Decoder(nn.Module):
 
         Returns logits (B*K, T, V) and alphas (B*K, T, P). Padded steps are computed like the others
         (a full batch per step is faster than shrinking it) and masked out by the loss. With
-        `locations`, also the hard attention's sampled locations s_t (B, T), -1 where an image read
+        `locations`, also the hard attention's sampled locations s_t (B*K, T), -1 where an image read
         the expected context (§4.1), for REINFORCE's surrogate; None for any other attention or in eval.
         """
         if captions.shape[0] % a.shape[0]:
