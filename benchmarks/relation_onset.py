@@ -3,26 +3,26 @@
 The shapes recipe learns the objects in a few epochs and the relations later, after a plateau at
 chance (about 20-30 % of the relations right, given the right objects). How long that plateau lasts
 decides the final exact accuracy, and it differs from seed to seed. For each finished or running
-run folder this prints, from its `metrics.jsonl` and `config.yaml`, the validation relations-right
-and exact accuracy of every epoch, and the onset: the first epoch (and optimizer step) at which
-relations right passes --threshold.
+run folder this prints, from its `metrics.jsonl` and `config.yaml`, the validation relations-right,
+exact accuracy, objects-right and strict pointing of every epoch, the minutes its epochs took, and the
+onset: the first epoch (and optimizer step) at which relations right passes --threshold.
 
     python benchmarks/relation_onset.py --runs runs/b32k2_s0 runs/b32k2_s1 [--threshold 40]
 """
 
 import argparse
-import json
 from pathlib import Path
 
 from captioner.config import load_config
+from captioner.data.readers import read_split
 from captioner.training import read_metrics
 
 
 def steps_per_epoch(run_dir: Path) -> int:
-    """Optimizer steps of one epoch of the run, from its config and its training split's size."""
+    """Optimizer steps of one epoch of the run, from its config and its training split's size (the
+    training loop drops the last, partial batch)."""
     config = load_config(run_dir / "config.yaml", [])
-    images = json.loads((Path(config.data.root) / config.data.captions.format(split="train")).read_text())["images"]
-    return -(-len(images) // config.train.batch_size)
+    return len(read_split(config.data, "train")) // config.train.batch_size
 
 
 def onset(rows: list[dict], threshold: float) -> int | None:
@@ -35,14 +35,16 @@ def report(run_dir: Path, threshold: float) -> str:
     steps = steps_per_epoch(run_dir)
     first = onset(rows, threshold)
     when = "not reached" if first is None else f"epoch {first} (step {first * steps})"
-    lines = [f"{run_dir}: {steps} steps an epoch; relations right >= {threshold:g} % from {when}",
-             "epoch | relations right | exact (1 / 2 / 3 objects) | objects right",
-             "---|---|---|---"]
+    minutes = sum(row["seconds"] for row in rows) / 60
+    lines = [f"{run_dir}: {steps} steps an epoch, {len(rows)} epochs in {minutes:.1f} minutes; "
+             f"relations right >= {threshold:g} % from {when}",
+             "epoch | relations right | exact (1 / 2 / 3 objects) | objects right | strict pointing",
+             "---|---|---|---|---"]
     for row in rows:
         val = row["val"]
         lines.append(f"{row['epoch']} | {val['relations_right']:.1f} | {val['exact_accuracy']:.1f} "
                      f"({val['exact_accuracy_1obj']:.0f} / {val['exact_accuracy_2obj']:.1f} / "
-                     f"{val['exact_accuracy_3obj']:.1f}) | {val['objects_right']:.1f}")
+                     f"{val['exact_accuracy_3obj']:.1f}) | {val['objects_right']:.1f} | {val['pointing_accuracy']:.1f}")
     return "\n".join(lines)
 
 
