@@ -111,6 +111,31 @@ def test_the_train_split_can_weight_scenes_by_object_count_and_the_others_stay_u
     assert instances["info"]["object_shares"] == [0, 1, 3]
 
 
+def test_the_train_split_can_keep_only_the_anchor_first_phrasings_and_the_others_keep_all(tmp_path):
+    generate(tmp_path / "all", {"train": 30, "val": 20}, seed=2)
+    generate(tmp_path / "anchored", {"train": 30, "val": 20}, seed=2, train_phrasings="anchor-first")
+    every, anchored = files(tmp_path / "all"), files(tmp_path / "anchored")
+    assert all(anchored[name] == every[name] for name in every if "val" in name or name.startswith("images/"))
+    train, full = json.loads(anchored["captions_train.json"]), json.loads(every["captions_train.json"])
+    assert train["info"]["phrasings"] == "anchor-first" and not train["info"]["exhaustive_references"]
+    assert full["info"]["phrasings"] == "all" and full["info"]["exhaustive_references"]
+    kept = {(a["image_id"], a["caption"]) for a in train["annotations"]}
+    assert kept < {(a["image_id"], a["caption"]) for a in full["annotations"]}
+
+
+def test_anchor_first_phrasings_relate_every_object_to_the_first_one_named():
+    for scene in scenes():
+        captions = describe(scene, "anchor-first")
+        assert set(captions) <= set(describe(scene))
+        if len(scene.objects) == 1:
+            assert captions == describe(scene)
+            continue
+        assert len(captions) == len(scene.objects)  # each object in turn is the anchor
+        for caption in captions:
+            first = OBJECT.search(caption)[0]
+            assert {anchor for _, _, anchor in claims(caption)} == {first}, caption
+
+
 def test_scenes_have_distinct_objects_inside_the_image_and_apart():
     counts = set()
     for scene in scenes(image_size=96):
@@ -243,6 +268,7 @@ def test_command_line_writes_the_dataset(tmp_path, capsys):
     (["--image-size", "16"], "image size"),
     (["--train-objects", "1:2"], "expected three numbers A:B:C"),
     (["--train-objects", "0:0:0"], "object shares must be 3 numbers >= 0, not all 0"),
+    (["--train-phrasings", "some"], "invalid choice: 'some'"),
 ])
 def test_command_line_rejects_bad_arguments(tmp_path, capsys, argv, message):
     with pytest.raises(SystemExit) as exit_info:

@@ -59,6 +59,9 @@ RELATION_TO_IT = {
     "above": ("above it", "over it"),
     "below": ("below it", "under it"),
 }
+# Which phrasings a split's captions are (`describe`): all are valid; "anchor-first" keeps, for two
+# and three objects, those that name the object the relations are to first.
+PHRASINGS = ("all", "anchor-first")
 # One object: {phrase} is "a SIZE COLOUR SHAPE", {noun} the same without its article.
 SINGLE_OBJECT = ("{phrase}", "there is {phrase}", "a single {noun}", "one {noun}", "{phrase} on its own",
                  "{phrase} by itself")
@@ -171,10 +174,13 @@ def make_scene(rng: np.random.Generator, image_size: int = REFERENCE_SIZE,
             return Scene(image_size, placed)
 
 
-def _two_objects(a: ShapeObject, b: ShapeObject) -> list[str]:
+def _two_objects(a: ShapeObject, b: ShapeObject, anchor_first: bool) -> list[str]:
     """Both orders, each with every wording; r is a's place relative to b, s the inverse."""
     r, s = relation(a, b), relation(b, a)
     pa, pb = a.phrase, b.phrase
+    anchored = [f"{pa} with {pb} {RELATION_TO_IT[s][0]}", f"{pb} with {pa} {RELATION_TO_IT[r][1]}"]
+    if anchor_first:
+        return anchored
     return [
         f"{pa} {RELATION_WORDS[r][0]} {pb}",
         f"{pb} {RELATION_WORDS[s][0]} {pa}",
@@ -182,31 +188,35 @@ def _two_objects(a: ShapeObject, b: ShapeObject) -> list[str]:
         f"{pb} is {RELATION_WORDS[s][1]} {pa}",
         f"there is {pa} {RELATION_WORDS[r][2]} {pb}",
         f"there is {pb} {RELATION_WORDS[s][2]} {pa}",
-        f"{pa} with {pb} {RELATION_TO_IT[s][0]}",
-        f"{pb} with {pa} {RELATION_TO_IT[r][1]}",
+        *anchored,
     ]
 
 
-def _three_objects(objects: tuple[ShapeObject, ...]) -> list[str]:
+def _three_objects(objects: tuple[ShapeObject, ...], anchor_first: bool) -> list[str]:
     """Each object in turn is the anchor B that the other two, A and C, are placed against."""
     captions = []
     for k, b in enumerate(objects):
         a, c = (o for o in objects if o is not b)
         ra, rc = relation(a, b), relation(c, b)
-        captions.append(f"{a.phrase} {RELATION_WORDS[ra][k]} {b.phrase} and {c.phrase} {RELATION_TO_IT[rc][k % 2]}")
+        if not anchor_first:
+            captions.append(f"{a.phrase} {RELATION_WORDS[ra][k]} {b.phrase} and {c.phrase} "
+                            f"{RELATION_TO_IT[rc][k % 2]}")
         captions.append(f"{b.phrase} with {a.phrase} {RELATION_TO_IT[ra][k % 2]} "
                         f"and {c.phrase} {RELATION_TO_IT[rc][(k + 1) % 2]}")
     return captions
 
 
-def describe(scene: Scene) -> list[str]:
-    """All reference captions of a scene: 6-8 phrasings, a fixed function of the scene."""
+def describe(scene: Scene, phrasings: str = "all") -> list[str]:
+    """The reference captions of a scene, a fixed function of it: with phrasings "all", every valid
+    phrasing (6-8); with "anchor-first", those of a multi-object scene that name the anchor first
+    ("B with A to its left and C above it"), so that every relation is to the first object named."""
     objects = scene.objects
+    anchor_first = phrasings == "anchor-first"
     if len(objects) == 1:
         return [template.format(phrase=objects[0].phrase, noun=objects[0].noun) for template in SINGLE_OBJECT]
     if len(objects) == 2:
-        return _two_objects(*objects)
-    return _three_objects(objects)
+        return _two_objects(*objects, anchor_first)
+    return _three_objects(objects, anchor_first)
 
 
 def draw_shape(draw: ImageDraw.ImageDraw, obj: ShapeObject, fill) -> None:
@@ -247,7 +257,8 @@ def image_rng(seed: int, split: str, index: int) -> np.random.Generator:
 
 
 def _write_split(out: Path, split: str, count: int, seed: int, image_size: int = REFERENCE_SIZE,
-                 progress: tqdm | None = None, object_shares: tuple[float, float, float] | None = None) -> None:
+                 progress: tqdm | None = None, object_shares: tuple[float, float, float] | None = None,
+                 phrasings: str = "all") -> None:
     """Writes `count` images of one split and its captions_/instances_ JSON files under `out`."""
     images, captions, instances = [], [], []
     for index in range(1, count + 1):
@@ -259,7 +270,7 @@ def _write_split(out: Path, split: str, count: int, seed: int, image_size: int =
         images.append({"id": image_id, "file_name": file_name, "width": image_size, "height": image_size})
         # ids are image_id * 10 + k: unique across splits and stable whatever the other counts
         captions += [{"id": image_id * 10 + k, "image_id": image_id, "caption": caption}
-                     for k, caption in enumerate(describe(scene))]
+                     for k, caption in enumerate(describe(scene, phrasings))]
         instances += [{"id": image_id * 10 + k, "image_id": image_id, "category_id": SHAPES.index(o.shape) + 1,
                        "bbox": list(o.bbox), "area": o.area, "iscrowd": 0,
                        "attributes": {"color": o.colour, "size": o.size}}
@@ -268,8 +279,8 @@ def _write_split(out: Path, split: str, count: int, seed: int, image_size: int =
             progress.update()
     # exhaustive_references: the captions of an image are all its valid phrasings (exact accuracy)
     info = {"description": "synthetic shapes scenes (captioner.data.shapes)", "split": split,
-            "seed": seed, "image_size": image_size, "exhaustive_references": True,
-            "object_shares": list(object_shares) if object_shares else "uniform"}
+            "seed": seed, "image_size": image_size, "exhaustive_references": phrasings == "all",
+            "phrasings": phrasings, "object_shares": list(object_shares) if object_shares else "uniform"}
     categories = [{"id": i + 1, "name": shape, "supercategory": "shape"} for i, shape in enumerate(SHAPES)]
     common = {"info": info, "licenses": [], "images": images}
     (out / f"captions_{split}.json").write_text(json.dumps({**common, "annotations": captions}))
@@ -278,8 +289,10 @@ def _write_split(out: Path, split: str, count: int, seed: int, image_size: int =
 
 
 def check_arguments(counts: dict[str, int], seed: int, image_size: int,
-                    train_objects: tuple[float, float, float] | None = None) -> None:
+                    train_objects: tuple[float, float, float] | None = None, train_phrasings: str = "all") -> None:
     """Raises ValueError, naming the argument, for anything generate() cannot use."""
+    if train_phrasings not in PHRASINGS:
+        raise ValueError(f"unknown phrasings '{train_phrasings}' for the train split; known: {', '.join(PHRASINGS)}")
     if train_objects is not None and (len(train_objects) != 3 or min(train_objects) < 0 or sum(train_objects) <= 0):
         raise ValueError(f"the train split's object shares must be 3 numbers >= 0, not all 0, got {train_objects}")
     for split, count in counts.items():
@@ -293,17 +306,21 @@ def check_arguments(counts: dict[str, int], seed: int, image_size: int,
 
 
 def generate(out: Path, counts: dict[str, int], seed: int, image_size: int = REFERENCE_SIZE, *,
-             progress: bool = False, train_objects: tuple[float, float, float] | None = None) -> None:
+             progress: bool = False, train_objects: tuple[float, float, float] | None = None,
+             train_phrasings: str = "all") -> None:
     """Writes the dataset: `counts` maps split names (of SPLITS) to image counts; progress bar on stderr.
 
-    `train_objects` gives the train split's shares of 1-, 2- and 3-object scenes (default uniform);
-    validation and test stay uniform, so their figures read the same whatever the training mix."""
-    check_arguments(counts, seed, image_size, train_objects)
+    `train_objects` gives the train split's shares of 1-, 2- and 3-object scenes (default uniform),
+    `train_phrasings` which of `describe`'s phrasings its captions are (default all); validation and
+    test stay uniform with every phrasing, so their figures read the same whatever the training data."""
+    check_arguments(counts, seed, image_size, train_objects, train_phrasings)
     out = Path(out)
     (out / "images").mkdir(parents=True, exist_ok=True)
     with tqdm(total=sum(counts.values()), desc="shapes", unit="img", disable=not progress) as bar:
         for split, count in counts.items():
-            _write_split(out, split, count, seed, image_size, bar, train_objects if split == "train" else None)
+            train = split == "train"
+            _write_split(out, split, count, seed, image_size, bar, train_objects if train else None,
+                         train_phrasings if train else "all")
 
 
 def _shares(text: str) -> tuple[float, float, float]:
@@ -326,14 +343,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--train-objects", type=_shares, metavar="A:B:C",
                         help="shares of 1-, 2- and 3-object scenes in the train split, e.g. 1:2:3 "
                         "(default: uniform); validation and test stay uniform")
+    parser.add_argument("--train-phrasings", choices=PHRASINGS, default="all",
+                        help="the train split's captions: every valid phrasing (all), or only those that name "
+                        "the anchor of the relations first (anchor-first); validation and test keep all")
     args = parser.parse_args(argv)
     counts = {split: getattr(args, split) for split in SPLITS}
     try:
-        check_arguments(counts, args.seed, args.image_size, args.train_objects)
+        check_arguments(counts, args.seed, args.image_size, args.train_objects, args.train_phrasings)
     except ValueError as error:
         parser.error(str(error))
     start = time.perf_counter()
-    generate(args.out, counts, args.seed, args.image_size, progress=True, train_objects=args.train_objects)
+    generate(args.out, counts, args.seed, args.image_size, progress=True, train_objects=args.train_objects,
+             train_phrasings=args.train_phrasings)
     summary = ", ".join(f"{count} {split}" for split, count in counts.items())
     print(f"wrote {summary} images ({args.image_size} px, seed {args.seed}) to {args.out} "
           f"in {time.perf_counter() - start:.1f}s")
