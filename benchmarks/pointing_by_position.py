@@ -4,7 +4,10 @@ Every scored word (one naming an object of the image, as `pointing.word_hits` sc
 counted under the number of objects in its scene and its place among the scored words of its
 caption: "only", "first", "middle" or "last". Every miss is counted under where its attention
 peaked instead: on another object's box, within one grid cell of the named object's box, or
-elsewhere. With greedy decoding, the checkpoint's own settings.
+elsewhere. "phrase words" gives, by the same places, how often the attention of each word of the
+phrase ("a", "small", "red" before "circle") peaks inside the box that the whole phrase names: a
+decoder that has read the object by its colour word may look ahead at its name. With greedy
+decoding, the checkpoint's own settings.
 
     python benchmarks/pointing_by_position.py --checkpoint assets/shapes_model.pt \
         --data data/shapes_test --split test --images 300
@@ -18,7 +21,7 @@ import greedy_split
 
 from captioner.data.images import grid_cell_center
 from captioner.inference import Failed, caption_files
-from captioner.pointing import inside, word_hits
+from captioner.pointing import inside, phrase_names, word_hits
 
 
 def place(index: int, count: int) -> str:
@@ -38,12 +41,22 @@ def miss_kind(word: str, alpha, objects, grid_size: int, width: int, height: int
     return "elsewhere"
 
 
+def phrase_hits(t: int, words, alphas, objects, grid_size: int, width: int, height: int) -> dict[str, bool]:
+    """For each word of the phrase ending at words[t] ("a", "small", "red", "circle"), whether its
+    attention peaks inside a box that the whole phrase names."""
+    boxes = [obj.bbox for obj in objects if phrase_names(obj, words, t)]
+    start = t - max(len(obj.attributes) for obj in objects) - 1  # the article too
+    return {words[s] if s == t else f"name - {t - s}":
+            any(inside(*grid_cell_center(int(alphas[s].argmax()), grid_size, width, height), box) for box in boxes)
+            for s in range(max(0, start), t + 1)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     greedy_split.add_arguments(parser, images=300)
     model, vocab, config, records = greedy_split.load(parser.parse_args())
     results = caption_files(model, vocab, [r.path for r in records], config.data.image_size, config.decode)
-    hits, scored, misses = Counter(), Counter(), Counter()
+    hits, scored, misses, phrase = Counter(), Counter(), Counter(), Counter()
     for record, result in zip(records, results):
         if isinstance(result, Failed) or not record.objects:
             continue
@@ -54,11 +67,16 @@ def main() -> None:
             key = f"{len(record.objects)} objects, {place(i, len(named))}"
             hits[key] += hit
             scored[key] += 1
+            for word, word_hit in phrase_hits(t, words, best.alphas, record.objects, model.grid_size, *result.size).items():
+                phrase[key, "name" if word == words[t] else word] += word_hit
             if not hit:
                 misses[miss_kind(words[t], best.alphas[t], record.objects, model.grid_size, *result.size)] += 1
     report = {key: {"words": scored[key], "pointing_accuracy": round(100 * hits[key] / scored[key], 1)} for key in sorted(scored)}
     report["all"] = {"words": sum(scored.values()), "pointing_accuracy": round(100 * sum(hits.values()) / max(1, sum(scored.values())), 1)}
     report["misses"] = dict(misses.most_common())
+    report["phrase words"] = {key: {word: round(100 * phrase[key, word] / scored[key], 1)
+                                    for k, word in sorted(phrase, key=lambda kw: kw[1]) if k == key}
+                              for key in sorted(scored)}
     print(json.dumps(report, indent=1))
 
 

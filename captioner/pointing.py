@@ -20,7 +20,7 @@ from captioner.data.images import grid_cell_center
 from captioner.data.records import ObjectBox
 
 
-def _named(obj: ObjectBox, words: Sequence[str], t: int) -> bool:
+def phrase_names(obj: ObjectBox, words: Sequence[str], t: int) -> bool:
     """Whether the phrase ending at words[t] names `obj` (its name and every attribute)."""
     k = len(obj.attributes)
     return words[t] == obj.name and set(words[max(0, t - k) : t]) == obj.attributes
@@ -55,7 +55,7 @@ def word_hits(
     for t, position in enumerate(alphas.argmax(dim=1).tolist()):
         if words[t] not in names:
             continue
-        boxes = [obj.bbox for obj in objects if _named(obj, words, t)]
+        boxes = [obj.bbox for obj in objects if phrase_names(obj, words, t)]
         hit = any(inside(*centres[position], box) for box in boxes)
         chance = sum(any(inside(x, y, box) for box in boxes) for x, y in centres) / len(centres)
         scored.append((t, hit, chance))
