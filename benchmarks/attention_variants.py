@@ -7,7 +7,7 @@ the test scenes come from another seed, 7), then trains `configs/shapes.yaml` wi
 metric (exact accuracy + strict pointing), and evaluates it on the test scenes with greedy decoding.
 Columns: exact caption accuracy (all, and by 1 / 2 / 3 objects), strict pointing with its chance
 level, BLEU-4, CIDEr, seconds per training epoch, and parameters of the decoder's attention and of
-the whole model. The budget is far below the recipe's (20 epochs on 8000 scenes), so the figures
+the whole model. The budget is far below the recipe's (14 epochs on 8000 scenes), so the figures
 compare the variants with each other, not with the bundled model.
 
     python benchmarks/attention_variants.py [--epochs 8] [--train 2000] [--variants additive,dot,...]

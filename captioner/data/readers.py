@@ -30,7 +30,8 @@ FORMATS = ("coco", "karpathy", "folder")
 KARPATHY_SPLITS = SPLITS + ("restval",)
 FOLDER_SUFFIXES = (".csv", ".jsonl")
 # How the default dataset is made (configs/shapes.yaml, README).
-SHAPES_COMMAND = "python -m captioner.data.shapes --out {root} --train 8000 --val 500 --test 1000 --seed 1"
+SHAPES_COMMAND = ("python -m captioner.data.shapes --out {root} --train 8000 --val 500 --test 1000 --seed 1"
+                  " --train-phrasings anchor-first")
 
 
 def _check_split(split: str) -> None:

@@ -11,7 +11,8 @@ Output, in COCO format so the ordinary COCO reader loads it:
     DIR/captions_<split>.json   (COCO captions)
     DIR/instances_<split>.json  (COCO instances; each annotation has "attributes": color, size)
 
-    python -m captioner.data.shapes --out data/shapes --train 8000 --val 1000 --test 1000 --seed 0
+    python -m captioner.data.shapes --out data/shapes --train 8000 --val 500 --test 1000 --seed 1 \
+        --train-phrasings anchor-first
 """
 
 import argparse
