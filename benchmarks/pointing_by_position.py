@@ -46,7 +46,7 @@ def phrase_hits(t: int, words, alphas, objects, grid_size: int, width: int, heig
     attention peaks inside a box that the whole phrase names."""
     boxes = [obj.bbox for obj in objects if phrase_names(obj, words, t)]
     start = t - max(len(obj.attributes) for obj in objects) - 1  # the article too
-    return {words[s] if s == t else f"name - {t - s}":
+    return {"name" if s == t else f"name - {t - s}":
             any(inside(*grid_cell_center(int(alphas[s].argmax()), grid_size, width, height), box) for box in boxes)
             for s in range(max(0, start), t + 1)}
 
@@ -68,7 +68,7 @@ def main() -> None:
             hits[key] += hit
             scored[key] += 1
             for word, word_hit in phrase_hits(t, words, best.alphas, record.objects, model.grid_size, *result.size).items():
-                phrase[key, "name" if word == words[t] else word] += word_hit
+                phrase[key, word] += word_hit
             if not hit:
                 misses[miss_kind(words[t], best.alphas[t], record.objects, model.grid_size, *result.size)] += 1
     report = {key: {"words": scored[key], "pointing_accuracy": round(100 * hits[key] / scored[key], 1)} for key in sorted(scored)}

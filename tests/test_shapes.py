@@ -276,3 +276,8 @@ def test_command_line_rejects_bad_arguments(tmp_path, capsys, argv, message):
     assert exit_info.value.code == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
+
+
+def test_unknown_phrasings_are_refused():
+    with pytest.raises(ValueError, match="unknown phrasings 'anchor_first'; known: all, anchor-first"):
+        describe(scenes(count=1)[0], "anchor_first")

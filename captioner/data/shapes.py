@@ -211,6 +211,8 @@ def describe(scene: Scene, phrasings: str = "all") -> list[str]:
     """The reference captions of a scene, a fixed function of it: with phrasings "all", every valid
     phrasing (6-8); with "anchor-first", those of a multi-object scene that name the anchor first
     ("B with A to its left and C above it"), so that every relation is to the first object named."""
+    if phrasings not in PHRASINGS:
+        raise ValueError(f"unknown phrasings '{phrasings}'; known: {', '.join(PHRASINGS)}")
     objects = scene.objects
     anchor_first = phrasings == "anchor-first"
     if len(objects) == 1:
