@@ -15,7 +15,7 @@ decoding, the checkpoint's own settings.
 
 import argparse
 import json
-from collections import Counter
+from collections import Counter, defaultdict
 
 import greedy_split
 
@@ -56,7 +56,7 @@ def main() -> None:
     greedy_split.add_arguments(parser, images=300)
     model, vocab, config, records = greedy_split.load(parser.parse_args())
     results = caption_files(model, vocab, [r.path for r in records], config.data.image_size, config.decode)
-    hits, scored, misses, phrase = Counter(), Counter(), Counter(), Counter()
+    hits, scored, misses, phrase = Counter(), Counter(), Counter(), defaultdict(Counter)
     for record, result in zip(records, results):
         if isinstance(result, Failed) or not record.objects:
             continue
@@ -68,14 +68,13 @@ def main() -> None:
             hits[key] += hit
             scored[key] += 1
             for word, word_hit in phrase_hits(t, words, best.alphas, record.objects, model.grid_size, *result.size).items():
-                phrase[key, word] += word_hit
+                phrase[key][word] += word_hit
             if not hit:
                 misses[miss_kind(words[t], best.alphas[t], record.objects, model.grid_size, *result.size)] += 1
     report = {key: {"words": scored[key], "pointing_accuracy": round(100 * hits[key] / scored[key], 1)} for key in sorted(scored)}
     report["all"] = {"words": sum(scored.values()), "pointing_accuracy": round(100 * sum(hits.values()) / max(1, sum(scored.values())), 1)}
     report["misses"] = dict(misses.most_common())
-    report["phrase words"] = {key: {word: round(100 * phrase[key, word] / scored[key], 1)
-                                    for k, word in sorted(phrase, key=lambda kw: kw[1]) if k == key}
+    report["phrase words"] = {key: {word: round(100 * n / scored[key], 1) for word, n in sorted(phrase[key].items())}
                               for key in sorted(scored)}
     print(json.dumps(report, indent=1))
 
