@@ -6,8 +6,11 @@ caption: "only", "first", "middle" or "last". Every miss is counted under where 
 peaked instead: on another object's box, within one grid cell of the named object's box, or
 elsewhere. "phrase words" gives, by the same places, how often the attention of each word of the
 phrase ("a", "small", "red" before "circle") peaks inside the box that the whole phrase names: a
-decoder that has read the object by its colour word may look ahead at its name. With greedy
-decoding, the checkpoint's own settings.
+decoder that has read the object by its colour word may look ahead at its name. "first phrase
+looks at" gives, for the captions of two- and three-object scenes whose phrases each name an object
+of the scene, where the attention of each word of the first phrase peaks: on the object named
+first, second or third, or elsewhere (a decoder that surveys the scene while it names its first
+object looks at the others). With greedy decoding, the checkpoint's own settings.
 
     python benchmarks/pointing_by_position.py --checkpoint assets/shapes_model.pt \
         --data data/shapes_test --split test --images 300
@@ -51,18 +54,46 @@ def phrase_hits(t: int, words, alphas, objects, grid_size: int, width: int, heig
             for s in range(max(0, start), t + 1)}
 
 
+ORDINALS = ("first", "second", "third")
+
+
+def first_phrase_looks(named, words, alphas, objects, grid_size: int, width: int, height: int) -> dict[str, str]:
+    """For each word of the first phrase of a caption whose scored words `named` (t, hit, chance)
+    each name an object, which object named (by its place in the caption) its attention peaks on;
+    {} when some phrase names none."""
+    boxes = []
+    for t, _, _ in named:
+        box = next((obj.bbox for obj in objects if phrase_names(obj, words, t)), None)
+        if box is None:
+            return {}
+        boxes.append(box)
+    first = named[0][0]
+    looks = {}
+    for s in range(max(0, first - 3), first + 1):  # "a", size, colour and the name
+        x, y = grid_cell_center(int(alphas[s].argmax()), grid_size, width, height)
+        on = next((ORDINALS[k] for k, box in enumerate(boxes) if inside(x, y, box)), "elsewhere")
+        looks["name" if s == first else f"name - {first - s}"] = on
+    return looks
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     greedy_split.add_arguments(parser, images=300)
     model, vocab, config, records = greedy_split.load(parser.parse_args())
     results = caption_files(model, vocab, [r.path for r in records], config.data.image_size, config.decode)
     hits, scored, misses, phrase = Counter(), Counter(), Counter(), defaultdict(Counter)
+    looks, surveyed = defaultdict(Counter), Counter()
     for record, result in zip(records, results):
         if isinstance(result, Failed) or not record.objects:
             continue
         best = result.hypotheses[0]
         words = vocab.decode(best.tokens)
         named = word_hits(words, best.alphas, record.objects, model.grid_size, *result.size)
+        if len(named) > 1:
+            first = first_phrase_looks(named, words, best.alphas, record.objects, model.grid_size, *result.size)
+            surveyed[len(named)] += bool(first)
+            for word, on in first.items():
+                looks[f"{len(named)} objects, {word}"][on] += 1
         for i, (t, hit, _) in enumerate(named):
             key = f"{len(record.objects)} objects, {place(i, len(named))}"
             hits[key] += hit
@@ -76,6 +107,9 @@ def main() -> None:
     report["misses"] = dict(misses.most_common())
     report["phrase words"] = {key: {word: round(100 * n / scored[key], 1) for word, n in sorted(phrase[key].items())}
                               for key in sorted(scored)}
+    report["first phrase looks at"] = {
+        key: {on: round(100 * n / surveyed[int(key[0])], 1) for on, n in sorted(counts.items())}
+        for key, counts in sorted(looks.items())}
     print(json.dumps(report, indent=1))
 
 
