@@ -14,6 +14,7 @@ from pycocotools.coco import COCO
 
 from captioner.data.shapes import (
     COLOURS,
+    RELATION_TO_IT,
     SHAPES,
     SIZES,
     ShapeObject,
@@ -130,7 +131,7 @@ def test_anchor_first_phrasings_relate_every_object_to_the_first_one_named():
         if len(scene.objects) == 1:
             assert captions == describe(scene)
             continue
-        assert len(captions) == len(scene.objects)  # each object in turn is the anchor
+        assert len(captions) == {2: 4, 3: 24}[len(scene.objects)]  # each anchor, order and wording
         for caption in captions:
             first = OBJECT.search(caption)[0]
             assert {anchor for _, _, anchor in claims(caption)} == {first}, caption
@@ -172,7 +173,7 @@ def test_captions_name_every_object_in_full():
     for scene in scenes():
         captions = describe(scene)
         lengths.add(len(captions))
-        assert 5 <= len(captions) <= 8
+        assert len(captions) == {1: 6, 2: 22, 3: 60}[len(scene.objects)]
         assert len(set(captions)) == len(captions)
         assert describe(scene) == captions  # fixed for the scene, not sampled
         wanted = sorted(f"{o.size} {o.colour} {o.shape}" for o in scene.objects)
@@ -182,6 +183,19 @@ def test_captions_name_every_object_in_full():
             assert sorted(m[0] for m in OBJECT.finditer(caption)) == wanted
             assert not re.search(r"\b(a|single|one) (a|one)\b", caption), caption  # "a single a ..." is not English
     assert len(lengths) > 1  # different scene types have different phrasing sets
+
+
+def test_every_order_and_wording_of_a_true_caption_is_a_reference():
+    scene = next(s for s in scenes() if len(s.objects) == 3)
+    captions = set(describe(scene))
+    for b in scene.objects:
+        for x in scene.objects:
+            if x is b:
+                continue
+            z = next(o for o in scene.objects if o is not b and o is not x)
+            for words_x in RELATION_TO_IT[relation(x, b)]:
+                for words_z in RELATION_TO_IT[relation(z, b)]:
+                    assert f"{b.phrase} with {x.phrase} {words_x} and {z.phrase} {words_z}" in captions
 
 
 def test_captions_state_only_relations_true_of_the_boxes():

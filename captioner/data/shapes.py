@@ -46,7 +46,7 @@ MIN_IMAGE_SIZE = 32
 ID_STRIDE = 1_000_000  # image ids of split k start at k * ID_STRIDE + 1, so ids are unique overall
 JPEG_QUALITY = 92
 
-# "A <words> B": three wordings per relation, picked by position in the phrasing templates.
+# "A <words> B": three wordings per relation; the references have each.
 RELATION_WORDS = {
     "left": ("to the left of", "left of", "on the left of"),
     "right": ("to the right of", "right of", "on the right of"),
@@ -176,41 +176,42 @@ def make_scene(rng: np.random.Generator, image_size: int = REFERENCE_SIZE,
 
 
 def _two_objects(a: ShapeObject, b: ShapeObject, anchor_first: bool) -> list[str]:
-    """Both orders, each with every wording; r is a's place relative to b, s the inverse."""
-    r, s = relation(a, b), relation(b, a)
-    pa, pb = a.phrase, b.phrase
-    anchored = [f"{pa} with {pb} {RELATION_TO_IT[s][0]}", f"{pb} with {pa} {RELATION_TO_IT[r][1]}"]
-    if anchor_first:
-        return anchored
-    return [
-        f"{pa} {RELATION_WORDS[r][0]} {pb}",
-        f"{pb} {RELATION_WORDS[s][0]} {pa}",
-        f"{pa} is {RELATION_WORDS[r][1]} {pb}",
-        f"{pb} is {RELATION_WORDS[s][1]} {pa}",
-        f"there is {pa} {RELATION_WORDS[r][2]} {pb}",
-        f"there is {pb} {RELATION_WORDS[s][2]} {pa}",
-        *anchored,
-    ]
+    """Each object in turn is the subject x placed against the other, y: "x left of y" in every
+    relation wording of each form, and "y with x to its left" in each of its wordings."""
+    captions = []
+    for x, y in ((a, b), (b, a)):
+        r = relation(x, y)
+        if not anchor_first:
+            captions += [f"{form}{x.phrase} {words} {y.phrase}" for form in ("", "there is ")
+                         for words in RELATION_WORDS[r]]
+            captions += [f"{x.phrase} is {words} {y.phrase}" for words in RELATION_WORDS[r]]
+        captions += [f"{y.phrase} with {x.phrase} {words}" for words in RELATION_TO_IT[r]]
+    return captions
 
 
 def _three_objects(objects: tuple[ShapeObject, ...], anchor_first: bool) -> list[str]:
-    """Each object in turn is the anchor B that the other two, A and C, are placed against."""
+    """Each object in turn is the anchor b that the other two, x then z (in both orders), are
+    placed against: "x left of b and z above it" and "b with x to its left and z above it", in
+    every relation wording."""
     captions = []
-    for k, b in enumerate(objects):
-        a, c = (o for o in objects if o is not b)
-        ra, rc = relation(a, b), relation(c, b)
-        if not anchor_first:
-            captions.append(f"{a.phrase} {RELATION_WORDS[ra][k]} {b.phrase} and {c.phrase} "
-                            f"{RELATION_TO_IT[rc][k % 2]}")
-        captions.append(f"{b.phrase} with {a.phrase} {RELATION_TO_IT[ra][k % 2]} "
-                        f"and {c.phrase} {RELATION_TO_IT[rc][(k + 1) % 2]}")
+    for b in objects:
+        others = [o for o in objects if o is not b]
+        for x, z in (others, others[::-1]):
+            rx, rz = relation(x, b), relation(z, b)
+            if not anchor_first:
+                captions += [f"{x.phrase} {words_x} {b.phrase} and {z.phrase} {words_z}"
+                             for words_x in RELATION_WORDS[rx] for words_z in RELATION_TO_IT[rz]]
+            captions += [f"{b.phrase} with {x.phrase} {words_x} and {z.phrase} {words_z}"
+                         for words_x in RELATION_TO_IT[rx] for words_z in RELATION_TO_IT[rz]]
     return captions
 
 
 def describe(scene: Scene, phrasings: str = "all") -> list[str]:
     """The reference captions of a scene, a fixed function of it: with phrasings "all", every valid
-    phrasing (6-8); with "anchor-first", those of a multi-object scene that name the anchor first
-    ("B with A to its left and C above it"), so that every relation is to the first object named."""
+    phrasing, in every order of the objects and every wording of the relations (6 for one object,
+    22 for two, 60 for three); with "anchor-first", those of a multi-object scene that name the
+    anchor first ("B with A to its left and C above it"; 4 for two objects, 24 for three), so that
+    every relation is to the first object named."""
     if phrasings not in PHRASINGS:
         raise ValueError(f"unknown phrasings '{phrasings}'; known: {', '.join(PHRASINGS)}")
     objects = scene.objects
@@ -271,8 +272,8 @@ def _write_split(out: Path, split: str, count: int, seed: int, image_size: int =
         file_name = f"{split}_{index:06d}.jpg"
         render(scene, rng).save(out / "images" / file_name, quality=JPEG_QUALITY)
         images.append({"id": image_id, "file_name": file_name, "width": image_size, "height": image_size})
-        # ids are image_id * 10 + k: unique across splits and stable whatever the other counts
-        captions += [{"id": image_id * 10 + k, "image_id": image_id, "caption": caption}
+        # ids are image_id * 100 + k: unique across splits and stable whatever the other counts
+        captions += [{"id": image_id * 100 + k, "image_id": image_id, "caption": caption}
                      for k, caption in enumerate(describe(scene, phrasings))]
         instances += [{"id": image_id * 10 + k, "image_id": image_id, "category_id": SHAPES.index(o.shape) + 1,
                        "bbox": list(o.bbox), "area": o.area, "iscrowd": 0,
