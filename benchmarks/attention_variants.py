@@ -12,6 +12,10 @@ compare the variants with each other, not with the bundled model.
 
     python benchmarks/attention_variants.py [--epochs 8] [--train 2000] [--variants additive,dot,...]
                                             [--out runs/attention_variants] [--markdown table.md]
+                                            [--set train.alpha_c=0 ...]
+
+The training scenes carry the recipe's anchor-first captions (`--train-phrasings anchor-first`);
+--set overrides the recipe for every variant alike.
 
 With --runs it trains nothing: it evaluates finished run folders (each variant read from the run's
 config), such as the README recipe's runs of the variants bundled for the page, on the same test scenes:
@@ -50,6 +54,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=0, help="training seed, the same for every variant")
     parser.add_argument("--out", type=Path, default=Path("runs/attention_variants"), help="data and run folders")
     parser.add_argument("--markdown", type=Path, help="also write the table to this file")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                        help="override a key of configs/shapes.yaml for every variant (repeatable)")
     parser.add_argument("--runs", type=Path, nargs="+",
                         help="evaluate these finished run folders instead of training (default: train every variant)")
     return parser
@@ -59,7 +65,7 @@ def run_variant(name: str, args, data: Path, test_data: Path) -> dict:
     run_dir = args.out / name
     config = load_config(DEFAULT_CONFIG, [
         f"model.attention={name}", f"train.epochs={args.epochs}", f"train.seed={args.seed}",
-        f"data.root={data}", f"train.out_dir={run_dir}", "train.val_images=0",
+        f"data.root={data}", f"train.out_dir={run_dir}", "train.val_images=0", *args.overrides,
     ])
     began = time.perf_counter()
     train(config)
@@ -111,7 +117,7 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(f"error: unknown --variants {', '.join(unknown)}; known: {', '.join(ATTENTIONS)}")
     data, test_data = args.out / "data", args.out / f"test_data_{args.test}"
     if not args.runs and not (data / "captions_val.json").exists():
-        generate(data, {"train": args.train, "val": args.val}, seed=1)
+        generate(data, {"train": args.train, "val": args.val}, seed=1, train_phrasings="anchor-first")
     if not (test_data / "captions_test.json").exists():
         generate(test_data, {"test": args.test}, seed=7)
     results = []
