@@ -63,6 +63,8 @@ RELATION_TO_IT = {
 # Which phrasings a split's captions are (`describe`): all are valid; "anchor-first" keeps, for two
 # and three objects, those that name the object the relations are to first.
 PHRASINGS = ("all", "anchor-first")
+# Two objects, x placed against y, x named first.
+SUBJECT_FIRST = ("{x} {words} {y}", "there is {x} {words} {y}", "{x} is {words} {y}")
 # One object: {phrase} is "a SIZE COLOUR SHAPE", {noun} the same without its article.
 SINGLE_OBJECT = ("{phrase}", "there is {phrase}", "a single {noun}", "one {noun}", "{phrase} on its own",
                  "{phrase} by itself")
@@ -182,9 +184,8 @@ def _two_objects(a: ShapeObject, b: ShapeObject, anchor_first: bool) -> list[str
     for x, y in ((a, b), (b, a)):
         r = relation(x, y)
         if not anchor_first:
-            captions += [f"{form}{x.phrase} {words} {y.phrase}" for form in ("", "there is ")
+            captions += [form.format(x=x.phrase, words=words, y=y.phrase) for form in SUBJECT_FIRST
                          for words in RELATION_WORDS[r]]
-            captions += [f"{x.phrase} is {words} {y.phrase}" for words in RELATION_WORDS[r]]
         captions += [f"{y.phrase} with {x.phrase} {words}" for words in RELATION_TO_IT[r]]
     return captions
 
