@@ -82,18 +82,18 @@ def main() -> None:
     model, vocab, config, records = greedy_split.load(parser.parse_args())
     results = caption_files(model, vocab, [r.path for r in records], config.data.image_size, config.decode)
     hits, scored, misses, phrase = Counter(), Counter(), Counter(), defaultdict(Counter)
-    looks, surveyed = defaultdict(Counter), Counter()
+    looks, surveyed = defaultdict(Counter), Counter()  # keyed by (objects in the scene, phrase word); objects
     for record, result in zip(records, results):
         if isinstance(result, Failed) or not record.objects:
             continue
         best = result.hypotheses[0]
         words = vocab.decode(best.tokens)
         named = word_hits(words, best.alphas, record.objects, model.grid_size, *result.size)
-        if len(named) > 1:
+        if len(record.objects) > 1 and named:
             first = first_phrase_looks(named, words, best.alphas, record.objects, model.grid_size, *result.size)
-            surveyed[len(named)] += bool(first)
+            surveyed[len(record.objects)] += bool(first)
             for word, on in first.items():
-                looks[f"{len(named)} objects, {word}"][on] += 1
+                looks[len(record.objects), word][on] += 1
         for i, (t, hit, _) in enumerate(named):
             key = f"{len(record.objects)} objects, {place(i, len(named))}"
             hits[key] += hit
@@ -108,8 +108,8 @@ def main() -> None:
     report["phrase words"] = {key: {word: round(100 * n / scored[key], 1) for word, n in sorted(phrase[key].items())}
                               for key in sorted(scored)}
     report["first phrase looks at"] = {
-        key: {on: round(100 * n / surveyed[int(key[0])], 1) for on, n in sorted(counts.items())}
-        for key, counts in sorted(looks.items())}
+        f"{count} objects, {word}": {on: round(100 * n / surveyed[count], 1) for on, n in sorted(on_counts.items())}
+        for (count, word), on_counts in sorted(looks.items())}
     print(json.dumps(report, indent=1))
 
 
