@@ -10,7 +10,10 @@ decoder that has read the object by its colour word may look ahead at its name. 
 looks at" gives, for the captions of two- and three-object scenes whose phrases each name an object
 of the scene, where the attention of each word of the first phrase peaks: on the object named
 first, second or third, or elsewhere (a decoder that surveys the scene while it names its first
-object looks at the others). With greedy decoding, the checkpoint's own settings.
+object looks at the others). "first phrase attention on" gives, for the same words, the mean share of
+the attention that lies on each of those objects (on the cells whose centres are inside its box):
+a word whose peak falls on one object may still read all of them. With greedy decoding, the
+checkpoint's own settings.
 
     python benchmarks/pointing_by_position.py --checkpoint assets/shapes_model.pt \
         --data data/shapes_test --split test --images 300
@@ -57,22 +60,25 @@ def phrase_hits(t: int, words, alphas, objects, grid_size: int, width: int, heig
 ORDINALS = ("first", "second", "third")
 
 
-def first_phrase_looks(named, words, alphas, objects, grid_size: int, width: int, height: int) -> dict[str, str]:
+def first_phrase_looks(named, words, alphas, objects, grid_size: int, width: int, height: int):
     """For each word of the first phrase of a caption whose scored words `named` (t, hit, chance)
-    each name an object, which object named (by its place in the caption) its attention peaks on;
-    {} when some phrase names none."""
+    each name an object: which object named (by its place in the caption) its attention peaks on,
+    and the share of its attention on each of them, {ordinal: share}; {} when some phrase names none."""
     boxes = []
     for t, _, _ in named:
         box = next((obj.bbox for obj in objects if phrase_names(obj, words, t)), None)
         if box is None:
             return {}
         boxes.append(box)
+    centres = [grid_cell_center(p, grid_size, width, height) for p in range(grid_size * grid_size)]
+    cells = [[p for p, (x, y) in enumerate(centres) if inside(x, y, box)] for box in boxes]
     first = named[0][0]
     looks = {}
     for s in range(max(0, first - 3), first + 1):  # "a", size, colour and the name
-        x, y = grid_cell_center(int(alphas[s].argmax()), grid_size, width, height)
+        x, y = centres[int(alphas[s].argmax())]
         on = next((ORDINALS[k] for k, box in enumerate(boxes) if inside(x, y, box)), "elsewhere")
-        looks["name" if s == first else f"name - {first - s}"] = on
+        shares = {ORDINALS[k]: float(alphas[s][inner].sum()) for k, inner in enumerate(cells)}
+        looks["name" if s == first else f"name - {first - s}"] = on, shares
     return looks
 
 
@@ -82,7 +88,7 @@ def main() -> None:
     model, vocab, config, records = greedy_split.load(parser.parse_args())
     results = caption_files(model, vocab, [r.path for r in records], config.data.image_size, config.decode)
     hits, scored, misses, phrase = Counter(), Counter(), Counter(), defaultdict(Counter)
-    looks, surveyed = defaultdict(Counter), Counter()  # keyed by (objects in the scene, phrase word); objects
+    looks, shares, surveyed = defaultdict(Counter), defaultdict(Counter), Counter()  # keyed by (objects in the scene, phrase word); objects
     for record, result in zip(records, results):
         if isinstance(result, Failed) or not record.objects:
             continue
@@ -92,8 +98,9 @@ def main() -> None:
         if len(record.objects) > 1 and named:
             first = first_phrase_looks(named, words, best.alphas, record.objects, model.grid_size, *result.size)
             surveyed[len(record.objects)] += bool(first)
-            for word, on in first.items():
+            for word, (on, word_shares) in first.items():
                 looks[len(record.objects), word][on] += 1
+                shares[len(record.objects), word].update(word_shares)
         for i, (t, hit, _) in enumerate(named):
             key = f"{len(record.objects)} objects, {place(i, len(named))}"
             hits[key] += hit
@@ -110,6 +117,9 @@ def main() -> None:
     report["first phrase looks at"] = {
         f"{count} objects, {word}": {on: round(100 * n / surveyed[count], 1) for on, n in sorted(on_counts.items())}
         for (count, word), on_counts in sorted(looks.items())}
+    report["first phrase attention on"] = {
+        f"{count} objects, {word}": {on: round(100 * total / surveyed[count], 1) for on, total in sorted(totals.items())}
+        for (count, word), totals in sorted(shares.items())}
     print(json.dumps(report, indent=1))
 
 
