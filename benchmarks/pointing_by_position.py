@@ -88,7 +88,7 @@ def main() -> None:
     model, vocab, config, records = greedy_split.load(parser.parse_args())
     results = caption_files(model, vocab, [r.path for r in records], config.data.image_size, config.decode)
     hits, scored, misses, phrase = Counter(), Counter(), Counter(), defaultdict(Counter)
-    looks, shares, surveyed = defaultdict(Counter), defaultdict(Counter), Counter()  # keyed by (objects in the scene, phrase word); objects
+    looks, shares, surveyed = defaultdict(Counter), defaultdict(Counter), Counter()  # keyed by (objects in the scene, phrase word); surveyed by objects in the scene
     for record, result in zip(records, results):
         if isinstance(result, Failed) or not record.objects:
             continue
