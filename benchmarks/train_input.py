@@ -7,7 +7,9 @@ backward, clipping, Adam) on the recipe's real training data three ways, over --
   processes decoding JPEGs beside the step's threads);
 - memory_ms: the same batches, gathered first, so the step runs alone;
 - decode_ms: decoding and preprocessing one batch's images in this process, with nothing else running.
-Milliseconds per step (per batch for decode_ms).
+Milliseconds per step (per batch for decode_ms). padded_share is the share of the decoder's
+caption-steps that are padding when every caption of a batch runs for the longest one's steps (what
+`train.length_chunks` > 1 cuts); the steps run in as many length chunks as the config says.
 
 Usage: python benchmarks/train_input.py [--config configs/shapes.yaml] [--set KEY=VALUE ...] [--steps 20]
 """
@@ -22,6 +24,7 @@ import torch
 from captioner import distributed
 from captioner.config import load_config
 from captioner.data.readers import read_split
+from captioner.length_chunks import length_chunked
 from captioner.model.captioner import Captioner
 from captioner.training import Stepper, _train_loader, build_optimizer
 from captioner.vocab import build_vocab
@@ -49,7 +52,8 @@ def main() -> None:
     model = Captioner(config.model, len(vocab)).train()
     optimizer = build_optimizer(model, config.train)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
-    stepper = Stepper(model, optimizer, scheduler, config, vocab.pad, None, 1)
+    trained = length_chunked(model, config.train.length_chunks, vocab.pad)
+    stepper = Stepper(trained, optimizer, scheduler, config, vocab.pad, None, 1)
     loader, dataset, _ = _train_loader(config, records, model, vocab, distributed.Process(), torch.device("cpu"))
 
     batches = iter(loader)  # one iterator: its workers start once, in the warm-up
@@ -57,12 +61,15 @@ def main() -> None:
     loader_ms = per_step_ms(stepper, islice(batches, args.steps))
     gathered = list(islice(batches, args.steps))
     memory_ms = per_step_ms(stepper, gathered)
+    targets = [captions[:, 1:] for _, captions in gathered]
+    padded_share = 100 * sum((t == vocab.pad).sum().item() for t in targets) / sum(t.numel() for t in targets)
     start = time.perf_counter()
     for index in range(args.steps * config.train.batch_size):
         dataset.inputs[index]
     decode_ms = 1000 * (time.perf_counter() - start) / args.steps
     figures = {"threads": torch.get_num_threads(), "num_workers": config.data.num_workers, "overrides": args.set,
-               "batch": config.train.batch_size, "loader_ms": loader_ms, "memory_ms": memory_ms, "decode_ms": decode_ms}
+               "batch": config.train.batch_size, "length_chunks": config.train.length_chunks, "padded_share": padded_share,
+               "loader_ms": loader_ms, "memory_ms": memory_ms, "decode_ms": decode_ms}
     print(json.dumps({k: round(v, 1) if isinstance(v, float) else v for k, v in figures.items()}, indent=1))
 
 

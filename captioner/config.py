@@ -67,11 +67,13 @@ class TrainConfig:
     batch_size: int = 64  # images per optimizer step, over all processes and micro-batches
     captions_per_image: int = 1  # K: distinct references of each image per step; the encoder runs once for all K (a step decodes batch_size * K captions)
     accumulate: int = 1  # micro-batches per optimizer step (gradient accumulation)
+    length_chunks: int = 1  # the decoder runs a training batch as this many groups of images sorted by caption length, each for its longest caption's steps: the same loss with fewer padded steps (1 = one group)
     length_groups: int = 0  # > 0: batches drawn from groups of this many batches sorted by caption length, to pad less (0 = plain shuffle; on shapes it learns relations far more slowly, see the README)
     lr_decoder: float = 4e-3  # Adam learning rate of the decoder
     lr_encoder: float = 1e-3  # Adam learning rate of the trainable encoder layers
     weight_decay: float = 0.0  # Adam weight decay
     alpha_c: float = 1.0  # doubly stochastic attention weight, paper §4.2.1
+    attention_entropy: float = 0.0  # adds this times sum_t H(alpha_t) over the real words: each word's attention on fewer cells (not in the paper; 0 = off)
     hard_reinforce_weight: float = 0.1  # hard: lambda_r of eq. 12 (paper: no value; the authors' code: 1/10)
     hard_entropy_weight: float = 0.002  # hard: lambda_e of eq. 12, entropy bonus (paper: no value; the authors' code: 0.002)
     hard_baseline_decay: float = 0.9  # hard: b <- decay b + (1 - decay) log p(y | s, a) per step (paper §4.1: 0.9)

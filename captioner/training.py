@@ -46,9 +46,10 @@ from captioner.evaluation import (
     score_predictions,
 )
 from captioner.files import atomic_write
+from captioner.length_chunks import length_chunked
 from captioner.model.attention import HardAttention
 from captioner.model.captioner import Captioner
-from captioner.model.loss import hard_attention_terms, loss_terms
+from captioner.model.loss import attention_entropy, hard_attention_terms, loss_terms
 from captioner.vocab import Vocab, build_vocab
 
 
@@ -113,14 +114,15 @@ def check_train_settings(config: Config) -> None:
     if train.amp not in AMP:
         raise ConfigError(f"train.amp: unknown '{train.amp}'; known: {', '.join(AMP)}")
     at_least = {"epochs": 1, "batch_size": 1, "captions_per_image": 1, "accumulate": 1, "step_size": 1,
-                "warmup_steps": 0, "patience": 0, "val_images": 0, "length_groups": 0}
+                "warmup_steps": 0, "patience": 0, "val_images": 0, "length_groups": 0,
+                "length_chunks": 1}
     for key, low in at_least.items():
         if getattr(train, key) < low:
             raise ConfigError(f"train.{key} must be >= {low}, got {getattr(train, key)}")
     for key in ("lr_decoder", "lr_encoder"):
         if not getattr(train, key) > 0:
             raise ConfigError(f"train.{key} must be > 0, got {getattr(train, key)}")
-    for key in ("weight_decay", "alpha_c", "grad_clip", "hard_reinforce_weight", "hard_entropy_weight"):
+    for key in ("weight_decay", "alpha_c", "attention_entropy", "grad_clip", "hard_reinforce_weight", "hard_entropy_weight"):
         if not getattr(train, key) >= 0:
             raise ConfigError(f"train.{key} must be >= 0, got {getattr(train, key)}")
     if not 0 < train.gamma <= 1:
@@ -140,7 +142,9 @@ class Stepper:
 
     With `hard` (the model's HardAttention, §4.1) the loss adds REINFORCE's surrogate, and after the
     step's log-likelihoods are summed over all processes the baseline moves once, by their mean. The
-    loss reported stays NLL + penalty: the surrogate's value means nothing, only its gradient."""
+    loss reported stays NLL + penalty: the surrogate's value means nothing, only its gradient. With
+    `train.attention_entropy` the loss adds that times the maps' summed entropy, also left out of the
+    loss reported, which stays comparable between runs with and without it."""
 
     def __init__(self, model, optimizer, scheduler, config: Config, pad_id: int, dtype: torch.dtype | None, world: int,
                  hard: HardAttention | None = None):
@@ -165,6 +169,8 @@ class Stepper:
                     logits, alphas, locations = self.model(inputs, captions, locations=True)
                 nll, penalty, tokens = loss_terms(logits, alphas, captions[:, 1:], self.pad_id)
                 loss = nll + train.alpha_c * penalty
+                if train.attention_entropy:
+                    loss = loss + train.attention_entropy * attention_entropy(alphas, captions[:, 1:], self.pad_id)
                 reinforce = torch.zeros(2, device=totals.device)
                 if self.hard is not None:
                     surrogate, log_likelihood, sampled = hard_attention_terms(
@@ -401,7 +407,8 @@ def train(config: Config, resume: str | Path | None = None, stop_after_epoch: in
         _set_rng_state(state["rng"])
         start_epoch, best, stale = state["epoch"], state["best_score"], state["stale_epochs"]
 
-    trained = DistributedDataParallel(model) if process.world > 1 else model
+    trained = length_chunked(model, config.train.length_chunks, vocab.pad)
+    trained = DistributedDataParallel(trained) if process.world > 1 else trained
     if config.train.compile:
         trained = torch.compile(trained)
     hard = model.decoder.attention if isinstance(model.decoder.attention, HardAttention) else None

@@ -5,9 +5,10 @@ import pytest
 import torch
 from conftest import TINY_MODEL
 
-from captioner.config import ConfigError, ModelConfig
+from captioner.config import Config, ConfigError, ModelConfig
 from captioner.model.captioner import Captioner
-from captioner.model.loss import caption_loss
+from captioner.model.loss import attention_entropy, caption_loss
+from captioner.training import Stepper
 
 
 def tiny_model(vocab_size=12, **changes):
@@ -69,6 +70,32 @@ def test_loss_is_cross_entropy_plus_doubly_stochastic_penalty():
     torch.testing.assert_close(nll, expected_nll)
     torch.testing.assert_close(penalty, expected_penalty / 2)
     torch.testing.assert_close(loss, expected_nll + 0.5 * expected_penalty / 5)
+
+
+def test_attention_entropy_sums_each_real_words_map_entropy():
+    uniform, one_cell = torch.full((4,), 0.25), torch.tensor([0.0, 1.0, 0.0, 0.0])
+    half = torch.tensor([0.5, 0.5, 0.0, 0.0])
+    alphas = torch.stack([torch.stack([uniform, one_cell, uniform]), torch.stack([half, half, one_cell])])
+    targets = torch.tensor([[4, 2, 0], [3, 4, 2]])  # the first caption's third map is padding
+    expected = math.log(4) + 0 + 2 * math.log(2) + 0
+    torch.testing.assert_close(attention_entropy(alphas, targets, pad_id=0), torch.tensor(expected))
+
+
+def test_steps_with_the_entropy_penalty_sharpen_the_attention():
+    def trained_entropy(weight: float) -> float:
+        config = Config(model=ModelConfig(**{**TINY_MODEL, "dropout": 0.0}))
+        config.train.alpha_c, config.train.attention_entropy = 0.0, weight
+        model = tiny_model(**{"dropout": 0.0}).train()
+        optimizer = torch.optim.Adam(model.decoder.parameters(), lr=1e-2)
+        stepper = Stepper(model, optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0), config, 0, None, 1)
+        features = torch.randn(4, 16, model.encoder.feature_dim, generator=torch.Generator().manual_seed(3))
+        captions = torch.randint(4, 12, (4, 6), generator=torch.Generator().manual_seed(4))
+        for _ in range(30):
+            stepper([(features, captions)])
+        _, alphas = model(features, captions)
+        return (attention_entropy(alphas, captions[:, 1:], 0) / alphas[:, :, 0].numel()).item()
+
+    assert trained_entropy(1.0) < 0.5 * trained_entropy(0.0)
 
 
 def test_padding_does_not_change_the_loss_or_its_gradients():

@@ -29,10 +29,11 @@ def test_tiny_training_run_lowers_the_loss_and_writes_the_run(tiny_config):
     assert "circle" in vocab.words and config.model.grid_size == 4
 
 
-@pytest.mark.parametrize("length_groups, captions_per_image", [(0, 1), (2, 1), (0, 3)])
-def test_resumed_run_ends_with_the_same_weights(tiny_config, tmp_path, length_groups, captions_per_image):
+@pytest.mark.parametrize("length_groups, captions_per_image, length_chunks", [(0, 1, 1), (2, 1, 1), (0, 3, 1), (0, 2, 3)])
+def test_resumed_run_ends_with_the_same_weights(tiny_config, tmp_path, length_groups, captions_per_image, length_chunks):
     tiny_config.train.epochs = 3
     tiny_config.train.length_groups = length_groups
+    tiny_config.train.length_chunks = length_chunks
     tiny_config.train.captions_per_image = captions_per_image
     tiny_config.model.dropout = 0.5  # dropout makes the RNG state matter
     tiny_config.train.out_dir = str(tmp_path / "straight")
@@ -124,8 +125,10 @@ def test_a_loss_that_is_no_longer_finite_stops_the_run_and_keeps_the_last_good_c
     ("train.schedule=linear", "train.schedule: unknown 'linear'"),
     ("train.amp=fp8", "train.amp: unknown 'fp8'"),
     ("train.length_groups=-1", "train.length_groups must be >= 0"),
+    ("train.length_chunks=0", "train.length_chunks must be >= 1"),
     ("train.captions_per_image=0", "train.captions_per_image must be >= 1"),
     ("train.lr_decoder=0", "train.lr_decoder must be > 0"),
+    ("train.attention_entropy=-0.1", "train.attention_entropy must be >= 0"),
     ("train.gamma=2", "train.gamma must be in (0, 1]"),
     ("train.hard_baseline_decay=1", "train.hard_baseline_decay must be in [0, 1)"),
     ("decode.beam_size=0", "decode.beam_size must be >= 1"),

@@ -19,5 +19,8 @@ class Captioner(nn.Module):
         """inputs: images (B, 3, H, W), or cached features (B, P, D) of a frozen encoder; captions
         (B*K, T+1), K per image in rows b*K + k -> logits (B*K, T, V), alphas (B*K, T, P) [, hard
         attention's locations (B*K, T)]. The encoder runs once per image, whatever K."""
-        features = self.encoder(inputs) if inputs.dim() == 4 else inputs
-        return self.decoder(features, captions, locations)
+        return self.decoder(self.encode(inputs), captions, locations)
+
+    def encode(self, inputs: torch.Tensor) -> torch.Tensor:
+        """The annotation vectors (B, P, D) of images (B, 3, H, W), or the cached features themselves."""
+        return self.encoder(inputs) if inputs.dim() == 4 else inputs

@@ -88,7 +88,8 @@ class Decoder(nn.Module):
         each image in rows b*K + k (as beam search's K states read one memory); predicts captions[:, 1:].
 
         Returns logits (B*K, T, V) and alphas (B*K, T, P). Padded steps are computed like the others
-        (a full batch per step is faster than shrinking it) and masked out by the loss. With
+        (a full batch per step is faster than shrinking it) and masked out by the loss; training
+        skips most of them by running groups of similar length apart (`captioner.length_chunks`). With
         `locations`, also the hard attention's sampled locations s_t (B*K, T), -1 where an image read
         the expected context (§4.1), for REINFORCE's surrogate; None for any other attention or in eval.
         """

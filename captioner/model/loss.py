@@ -1,6 +1,8 @@
 """The training loss of Xu et al. 2015 §4.2.1: caption negative log-likelihood plus the doubly
 stochastic attention penalty lambda * sum_i (1 - sum_t alpha_ti)^2; and for hard attention (§4.1)
-the surrogate whose gradient is REINFORCE's estimator, eq. 10-12.
+the surrogate whose gradient is REINFORCE's estimator, eq. 10-12. `attention_entropy` sums
+H(alpha_t) over the real words: the hard attention's entropy term, and an optional penalty on soft
+attention that pulls each word's map onto fewer cells (`train.attention_entropy`, not in the paper).
 
 The paper's loss is per sentence; training divides the batch's sum by its number of real tokens,
 so that it reads as a per-token cross-entropy and the learning rate does not depend on caption
@@ -20,6 +22,14 @@ def loss_terms(logits: torch.Tensor, alphas: torch.Tensor, targets: torch.Tensor
     coverage = (alphas.float() * mask.unsqueeze(-1)).sum(1)  # (B, P): sum_t alpha_ti over real steps
     penalty = ((1.0 - coverage) ** 2).sum()  # over positions and sentences
     return nll, penalty, mask.sum()
+
+
+def attention_entropy(alphas: torch.Tensor, targets: torch.Tensor, pad_id: int) -> torch.Tensor:
+    """sum over sentences and real words of H(alpha_t) = -sum_i alpha_ti log alpha_ti, in nats:
+    alphas (B, T, P), targets (B, T) -> a scalar. A map on one cell has 0, a uniform one log P."""
+    alphas = alphas.float()
+    log_alpha = alphas.clamp_min(torch.finfo(torch.float32).tiny).log()
+    return (-(alphas * log_alpha).sum(-1) * (targets != pad_id)).sum()
 
 
 def caption_loss(logits: torch.Tensor, alphas: torch.Tensor, targets: torch.Tensor, pad_id: int, alpha_c: float):
@@ -60,7 +70,7 @@ def hard_attention_terms(logits: torch.Tensor, alphas: torch.Tensor, targets: to
     log_alpha = alphas.float().clamp_min(torch.finfo(torch.float32).tiny).log()  # (B, T, P)
     log_p_s = log_alpha.gather(-1, locations.clamp_min(0).unsqueeze(-1)).squeeze(-1)  # log alpha_t,s_t: (B, T)
     log_p_s = (log_p_s * mask).sum(1)  # log p(s | a): (B,)
-    entropy = (-(alphas.float() * log_alpha).sum(-1) * mask).sum()  # sum over sentences of H[s]
+    entropy = attention_entropy(alphas, targets, pad_id)  # sum over sentences of H[s]
     advantage = torch.where(sampled, log_likelihood - baseline, 0.0)  # (B,)
     surrogate = -reinforce_weight * (advantage * log_p_s).sum() - entropy_weight * entropy
     return surrogate, log_likelihood[sampled].sum(), sampled.sum()
