@@ -7,9 +7,10 @@ backward, clipping, Adam) on the recipe's real training data three ways, over --
   processes decoding JPEGs beside the step's threads);
 - memory_ms: the same batches, gathered first, so the step runs alone;
 - decode_ms: decoding and preprocessing one batch's images in this process, with nothing else running.
-Milliseconds per step (per batch for decode_ms). padded_share is the share of the decoder's
-caption-steps that are padding when every caption of a batch runs for the longest one's steps (what
-`train.length_chunks` > 1 cuts); the steps run in as many length chunks as the config says.
+Milliseconds per step (per batch for decode_ms), the steps run in as many length chunks as the
+config's `train.length_chunks`. padded_share is the share of the decoder's caption-steps that are
+padding when every caption of a batch runs for the longest one's steps; chunked_padded_share the
+share that is still padding in 2, 3, 4 and 6 length chunks (`captioner.length_chunks`).
 
 Usage: python benchmarks/train_input.py [--config configs/shapes.yaml] [--set KEY=VALUE ...] [--steps 20]
 """
@@ -24,7 +25,7 @@ import torch
 from captioner import distributed
 from captioner.config import load_config
 from captioner.data.readers import read_split
-from captioner.length_chunks import length_chunked
+from captioner.length_chunks import LengthChunks, length_chunked
 from captioner.model.captioner import Captioner
 from captioner.training import Stepper, _train_loader, build_optimizer
 from captioner.vocab import build_vocab
@@ -63,12 +64,19 @@ def main() -> None:
     memory_ms = per_step_ms(stepper, gathered)
     targets = [captions[:, 1:] for _, captions in gathered]
     padded_share = 100 * sum((t == vocab.pad).sum().item() for t in targets) / sum(t.numel() for t in targets)
+    real = sum((t != vocab.pad).sum().item() for t in targets)
+    chunked_padded_share = {}
+    for chunks in (2, 3, 4, 6):
+        plans = [LengthChunks(model, chunks, vocab.pad).plan(captions, len(inputs)) for inputs, captions in gathered]
+        run = sum(len(rows) * steps for plan in plans for _, rows, steps in plan)
+        chunked_padded_share[chunks] = round(100 * (1 - real / run), 1)
     start = time.perf_counter()
     for index in range(args.steps * config.train.batch_size):
         dataset.inputs[index]
     decode_ms = 1000 * (time.perf_counter() - start) / args.steps
     figures = {"threads": torch.get_num_threads(), "num_workers": config.data.num_workers, "overrides": args.set,
                "batch": config.train.batch_size, "length_chunks": config.train.length_chunks, "padded_share": padded_share,
+               "chunked_padded_share": chunked_padded_share,
                "loader_ms": loader_ms, "memory_ms": memory_ms, "decode_ms": decode_ms}
     print(json.dumps({k: round(v, 1) if isinstance(v, float) else v for k, v in figures.items()}, indent=1))
 

@@ -33,21 +33,25 @@ class LengthChunks(nn.Module):
         super().__init__()
         self.model, self.chunks, self.pad_id = model, chunks, pad_id
 
+    def plan(self, captions: torch.Tensor, images: int) -> list[tuple[torch.Tensor, torch.Tensor, int]]:
+        """For captions (B*K, T+1) of B images: each chunk's images, their captions' rows and the steps
+        the chunk runs (its longest caption's), longest chunk first."""
+        K = captions.shape[0] // images
+        steps = (captions[:, 1:] != self.pad_id).sum(1).view(images, K).amax(1)  # (B,): each image's longest caption
+        order = steps.argsort(descending=True)  # the images, longest first
+        rows = order.unsqueeze(1) * K + torch.arange(K, device=order.device)  # (B, K): their captions' rows
+        chunks = min(self.chunks, images)
+        return [(chunk, chunk_rows.flatten(), int(steps[chunk[0]]))
+                for chunk, chunk_rows in zip(order.tensor_split(chunks), rows.tensor_split(chunks))]
+
     def forward(self, inputs: torch.Tensor, captions: torch.Tensor, locations: bool = False):
         """As `Captioner.forward`: inputs (B, ...), captions (B*K, T+1), K per image in rows b*K + k
         -> logits (B*K, T, V), alphas (B*K, T, P) [, locations (B*K, T), -1 after a caption's end]."""
         features = self.model.encode(inputs)  # (B, P, D)
-        B, T = features.shape[0], captions.shape[1] - 1
-        K = captions.shape[0] // B
-        steps = (captions[:, 1:] != self.pad_id).sum(1).view(B, K).amax(1)  # (B,): each image's longest caption
-        order = steps.argsort(descending=True)  # the images, longest first
-        rows = order.unsqueeze(1) * K + torch.arange(K, device=order.device)  # (B, K): their captions' rows
-        chunks = min(self.chunks, B)
-        outputs = []
-        for images, chunk_rows in zip(order.tensor_split(chunks), rows.tensor_split(chunks)):
-            length = int(steps[images[0]])  # the chunk's longest caption
-            outputs.append(self.model.decoder(features[images], captions[chunk_rows.flatten(), :length + 1], locations))
-        restore = rows.flatten().argsort()  # sorted row -> the batch's row
+        plan = self.plan(captions, features.shape[0])
+        outputs = [self.model.decoder(features[images], captions[rows, :steps + 1], locations) for images, rows, steps in plan]
+        restore = torch.cat([rows for _, rows, _ in plan]).argsort()  # sorted row -> the batch's row
+        T = captions.shape[1] - 1
         logits, alphas = (pad_cat([out[i] for out in outputs], T, 0.0)[restore] for i in (0, 1))
         if not locations:
             return logits, alphas
