@@ -32,8 +32,8 @@ def torchrun_train(config, tmp_path: Path) -> subprocess.CompletedProcess:
     return done
 
 
-@pytest.mark.parametrize("length_groups", [0, 2])
-def test_two_processes_match_one_process(tiny_config, tmp_path, length_groups):
+@pytest.mark.parametrize("length_groups, length_chunks", [(0, 1), (2, 1), (0, 3)])
+def test_two_processes_match_one_process(tiny_config, tmp_path, length_groups, length_chunks):
     # A frozen encoder and no dropout: batch-norm statistics and dropout masks would otherwise differ
     # by design between one process and two (each sees half the batch and draws its own masks).
     tiny_config.model.fine_tune_from = "none"
@@ -41,6 +41,7 @@ def test_two_processes_match_one_process(tiny_config, tmp_path, length_groups):
     tiny_config.train.epochs = 2
     tiny_config.train.batch_size = 16
     tiny_config.train.length_groups = length_groups  # the same global batches, dealt to two processes
+    tiny_config.train.length_chunks = length_chunks  # each process chunks its half of the batch
     tiny_config.train.out_dir = str(tmp_path / "one")
     one = load_checkpoint(train(tiny_config) / "checkpoint_last.pt")
 
