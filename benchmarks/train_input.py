@@ -39,14 +39,10 @@ def per_step_ms(stepper: Stepper, batches) -> float:
     return 1000 * (time.perf_counter() - start) / steps
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", default="configs/shapes.yaml", help="the recipe (default %(default)s)")
-    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides, as train.py takes them")
-    parser.add_argument("--steps", type=int, default=20, help="timed steps of each kind (default %(default)s)")
-    args = parser.parse_args()
-
-    config = load_config(args.config, args.set)
+def recipe_step(config_path: str, overrides: list[str]):
+    """The recipe's training step as `train.py` runs it, on a fresh model, and its training data:
+    (config, vocab, model, stepper, loader, dataset). The step is in the config's length chunks."""
+    config = load_config(config_path, overrides)
     records = read_split(config.data, "train")
     vocab = build_vocab((c for r in records for c in r.captions), config.data.min_word_count)
     torch.manual_seed(0)
@@ -56,6 +52,17 @@ def main() -> None:
     trained = length_chunked(model, config.train.length_chunks, vocab.pad)
     stepper = Stepper(trained, optimizer, scheduler, config, vocab.pad, None, 1)
     loader, dataset, _ = _train_loader(config, records, model, vocab, distributed.Process(), torch.device("cpu"))
+    return config, vocab, model, stepper, loader, dataset
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", default="configs/shapes.yaml", help="the recipe (default %(default)s)")
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides, as train.py takes them")
+    parser.add_argument("--steps", type=int, default=20, help="timed steps of each kind (default %(default)s)")
+    args = parser.parse_args()
+
+    config, vocab, model, stepper, loader, dataset = recipe_step(args.config, args.set)
 
     batches = iter(loader)  # one iterator: its workers start once, in the warm-up
     per_step_ms(stepper, islice(batches, 3))  # warm-up: workers started, first-touch allocations

@@ -22,14 +22,7 @@ from torch.profiler import profile
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from timing import median_ms  # noqa: E402
-
-from captioner import distributed  # noqa: E402
-from captioner.config import load_config  # noqa: E402
-from captioner.data.readers import read_split  # noqa: E402
-from captioner.length_chunks import length_chunked  # noqa: E402
-from captioner.model.captioner import Captioner  # noqa: E402
-from captioner.training import Stepper, _train_loader, build_optimizer  # noqa: E402
-from captioner.vocab import build_vocab  # noqa: E402
+from train_input import recipe_step  # noqa: E402
 
 
 def main() -> None:
@@ -40,16 +33,7 @@ def main() -> None:
     parser.add_argument("--top", type=int, default=12, help="operators listed (default %(default)s)")
     args = parser.parse_args()
 
-    config = load_config(args.config, args.set)
-    records = read_split(config.data, "train")
-    vocab = build_vocab((c for r in records for c in r.captions), config.data.min_word_count)
-    torch.manual_seed(0)
-    model = Captioner(config.model, len(vocab)).train()
-    optimizer = build_optimizer(model, config.train)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
-    stepper = Stepper(length_chunked(model, config.train.length_chunks, vocab.pad), optimizer, scheduler, config,
-                      vocab.pad, None, 1)
-    loader, _, _ = _train_loader(config, records, model, vocab, distributed.Process(), torch.device("cpu"))
+    config, _, _, stepper, loader, _ = recipe_step(args.config, args.set)
     batches = list(islice(iter(loader), args.steps + 2))
     for batch in batches[:2]:  # warm-up: first-touch allocations
         stepper([batch])
