@@ -25,9 +25,9 @@ import torch
 from captioner import distributed
 from captioner.config import load_config
 from captioner.data.readers import read_split
-from captioner.length_chunks import LengthChunks, length_chunked
+from captioner.length_chunks import LengthChunks
 from captioner.model.captioner import Captioner
-from captioner.training import Stepper, _train_loader, build_optimizer
+from captioner.training import Stepper, _train_loader, build_optimizer, trained_form
 from captioner.vocab import build_vocab
 
 
@@ -41,7 +41,8 @@ def per_step_ms(stepper: Stepper, batches) -> float:
 
 def recipe_step(config_path: str, overrides: list[str]):
     """The recipe's training step as `train.py` runs it, on a fresh model, and its training data:
-    (config, vocab, model, stepper, loader, dataset). The step is in the config's length chunks."""
+    (config, vocab, model, stepper, loader, dataset). The step is `training.trained_form`'s: in the
+    config's length chunks, the attention's energies in the sigmoid form."""
     config = load_config(config_path, overrides)
     records = read_split(config.data, "train")
     vocab = build_vocab((c for r in records for c in r.captions), config.data.min_word_count)
@@ -49,7 +50,7 @@ def recipe_step(config_path: str, overrides: list[str]):
     model = Captioner(config.model, len(vocab)).train()
     optimizer = build_optimizer(model, config.train)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
-    trained = length_chunked(model, config.train.length_chunks, vocab.pad)
+    trained = trained_form(model, config.train, vocab.pad)
     stepper = Stepper(trained, optimizer, scheduler, config, vocab.pad, None, 1)
     loader, dataset, _ = _train_loader(config, records, model, vocab, distributed.Process(), torch.device("cpu"))
     return config, vocab, model, stepper, loader, dataset

@@ -1,18 +1,22 @@
 """Where a real training step of the recipe spends its time, by operator; prints one JSON object.
 
-The shapes recipe is over its 30 minutes on a slow day even with its length chunks, which cut the
-decoder's padded steps from 38 % to 16 % (`benchmarks/train_input.py`). This runs the training
-loop's own step (`Stepper`, in the config's length chunks) on --steps real batches under
-torch.profiler and prints the operators with the most self CPU time, in milliseconds per step.
-It then times, on a tensor the size of one chunk's attention energies (16 images x 2 captions x
-256 cells x 128), the elementwise functions the additive attention could be written with: the
-tanh it uses, and the sigmoid of the same size that tanh(x) = 2 sigmoid(2x) - 1 would need.
+This runs the training loop's own step (`Stepper`, as `training.trained_form` builds it: in the
+config's length chunks, the additive attention's energies in the sigmoid form) on --steps real
+batches under torch.profiler and prints the operators with the most self CPU time, in
+milliseconds per step. It then times what the energies cost at one chunk's size (the recipe's
+batch of images x captions per image over its length chunks, 256 cells x 128):
+- elementwise_ms: the tanh that the paper's form applies to their (rows, P, A) argument, and the
+  sigmoid and exp of the same size;
+- energies_ms: forward and backward of one decoder step's energies, in the paper's tanh form
+  (`AdditiveAttention.energies`) and in the sigmoid form that training runs
+  (`captioner.sigmoid_energies`), alternated --repeats times each.
 
 Usage: python benchmarks/train_profile.py [--config configs/shapes.yaml] [--set KEY=VALUE ...] [--steps 10] [--top 12]
 """
 
 import argparse
 import json
+import statistics
 import sys
 from itertools import islice
 from pathlib import Path
@@ -21,8 +25,24 @@ import torch
 from torch.profiler import profile
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from timing import median_ms  # noqa: E402
+from timing import median_ms, times_ms  # noqa: E402
 from train_input import recipe_step  # noqa: E402
+
+from captioner.model.attention import AdditiveAttention  # noqa: E402
+from captioner.sigmoid_energies import energies_in_sigmoid_form  # noqa: E402
+
+
+def energies_ms(attention: AdditiveAttention, rows: int, cells: int, repeats: int) -> dict[str, float]:
+    """Median milliseconds of one step's energies, forward and backward, for `rows` captions of
+    their own images: the tanh form and the sigmoid form, alternated."""
+    keys = torch.randn(rows, cells, attention.score.in_features, requires_grad=True)
+    h = torch.randn(rows, attention.hidden_proj.in_features, requires_grad=True)
+    forms = {"tanh": AdditiveAttention.energies, "sigmoid": energies_in_sigmoid_form}
+    times = {name: [] for name in forms}
+    for _ in range(repeats):
+        for name, energies in forms.items():
+            times[name] += times_ms(lambda f=energies: f(attention, keys, h).sum().backward(), 1)
+    return {name: round(statistics.median(t), 3) for name, t in times.items()}
 
 
 def main() -> None:
@@ -31,9 +51,10 @@ def main() -> None:
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides, as train.py takes them")
     parser.add_argument("--steps", type=int, default=10, help="profiled steps (default %(default)s)")
     parser.add_argument("--top", type=int, default=12, help="operators listed (default %(default)s)")
+    parser.add_argument("--repeats", type=int, default=30, help="timings of each elementwise function and energies form (default %(default)s)")
     args = parser.parse_args()
 
-    config, _, _, stepper, loader, _ = recipe_step(args.config, args.set)
+    config, _, model, stepper, loader, _ = recipe_step(args.config, args.set)
     batches = list(islice(iter(loader), args.steps + 2))
     for batch in batches[:2]:  # warm-up: first-touch allocations
         stepper([batch])
@@ -45,12 +66,15 @@ def main() -> None:
     operators = {e.key: {"ms_per_step": round(e.self_cpu_time_total / 1000 / args.steps, 1),
                          "share": round(100 * e.self_cpu_time_total / total, 1)} for e in events[: args.top]}
 
-    energies = torch.randn(16 * 2 * config.model.grid_size**2 * config.model.attention_dim)
-    elementwise = {name: round(median_ms(lambda f=f: f(energies), 30), 3)
+    rows = config.train.batch_size * config.train.captions_per_image // config.train.length_chunks
+    cells = config.model.grid_size**2
+    argument = torch.randn(rows * cells * config.model.attention_dim)
+    elementwise = {name: round(median_ms(lambda f=f: f(argument), args.repeats), 3)
                    for name, f in (("tanh", torch.tanh), ("sigmoid", torch.sigmoid), ("exp", torch.exp))}
     figures = {"threads": torch.get_num_threads(), "length_chunks": config.train.length_chunks, "steps": args.steps,
                "self_cpu_ms_per_step": round(total / 1000 / args.steps, 1), "operators": operators,
-               "elementwise_ms": elementwise, "elementwise_elements": energies.numel()}
+               "elementwise_ms": elementwise, "elementwise_elements": argument.numel(),
+               "energies_ms": energies_ms(model.decoder.attention, rows, cells, args.repeats), "energies_rows": rows}
     print(json.dumps(figures, indent=1))
 
 

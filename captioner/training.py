@@ -50,6 +50,7 @@ from captioner.length_chunks import length_chunked
 from captioner.model.attention import HardAttention
 from captioner.model.captioner import Captioner
 from captioner.model.loss import attention_entropy, hard_attention_terms, loss_terms
+from captioner.sigmoid_energies import sigmoid_energies
 from captioner.vocab import Vocab, build_vocab
 
 
@@ -130,6 +131,13 @@ def check_train_settings(config: Config) -> None:
     if not 0 <= train.hard_baseline_decay < 1:
         raise ConfigError(f"train.hard_baseline_decay must be in [0, 1), got {train.hard_baseline_decay}")
     check_decode_config(config.decode)  # validation decodes with it
+
+
+def trained_form(model: Captioner, config: TrainConfig, pad_id: int) -> torch.nn.Module:
+    """What training runs: `model` with its additive attention's energies in the sigmoid form, in
+    `config.length_chunks` length chunks. Both are speed tricks kept outside the model; the loss
+    and its gradients are the plain model's."""
+    return length_chunked(sigmoid_energies(model), config.length_chunks, pad_id)
 
 
 class TrainingError(RuntimeError):
@@ -407,7 +415,7 @@ def train(config: Config, resume: str | Path | None = None, stop_after_epoch: in
         _set_rng_state(state["rng"])
         start_epoch, best, stale = state["epoch"], state["best_score"], state["stale_epochs"]
 
-    trained = length_chunked(model, config.train.length_chunks, vocab.pad)
+    trained = trained_form(model, config.train, vocab.pad)
     trained = DistributedDataParallel(trained) if process.world > 1 else trained
     if config.train.compile:
         trained = torch.compile(trained)
