@@ -39,10 +39,10 @@ def per_step_ms(stepper: Stepper, batches) -> float:
     return 1000 * (time.perf_counter() - start) / steps
 
 
-def recipe_step(config_path: str, overrides: list[str]):
+def recipe_step(config_path: str, overrides: list[str], without: tuple[str, ...] = ()):
     """The recipe's training step as `train.py` runs it, on a fresh model, and its training data:
-    (config, vocab, model, stepper, loader, dataset). The step is `training.trained_form`'s: in the
-    config's length chunks, the attention's energies in the sigmoid form."""
+    (config, vocab, model, stepper, loader, dataset). The model is `training.trained_form`'s, without
+    the speed tricks named in `without` (of `training.TRAINING_TRICKS`)."""
     config = load_config(config_path, overrides)
     records = read_split(config.data, "train")
     vocab = build_vocab((c for r in records for c in r.captions), config.data.min_word_count)
@@ -50,7 +50,7 @@ def recipe_step(config_path: str, overrides: list[str]):
     model = Captioner(config.model, len(vocab)).train()
     optimizer = build_optimizer(model, config.train)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
-    trained = trained_form(model, config.train, vocab.pad)
+    trained = trained_form(model, config.train, vocab.pad, without)
     stepper = Stepper(trained, optimizer, scheduler, config, vocab.pad, None, 1)
     loader, dataset, _ = _train_loader(config, records, model, vocab, distributed.Process(), torch.device("cpu"))
     return config, vocab, model, stepper, loader, dataset

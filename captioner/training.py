@@ -133,11 +133,25 @@ def check_train_settings(config: Config) -> None:
     check_decode_config(config.decode)  # validation decodes with it
 
 
-def trained_form(model: Captioner, config: TrainConfig, pad_id: int) -> torch.nn.Module:
-    """What training runs: `model` with its additive attention's energies in the sigmoid form, in
-    `config.length_chunks` length chunks. Both are speed tricks kept outside the model; the loss
-    and its gradients are the plain model's."""
-    return length_chunked(sigmoid_energies(model), config.length_chunks, pad_id)
+# Training's speed tricks beside the length chunks (`train.length_chunks`); `trained_form` drops those
+# named in `without`, for benchmarks/train_profile.py to time each.
+TRAINING_TRICKS = ("sigmoid_energies", "channels_last")
+
+
+def trained_form(model: Captioner, config: TrainConfig, pad_id: int, without: tuple[str, ...] = ()) -> torch.nn.Module:
+    """What training runs: `model` in `config.length_chunks` length chunks, with its additive
+    attention's energies in the sigmoid form (`captioner.sigmoid_energies`), and on a CPU with the
+    encoder's weights in the channels-last memory format (oneDNN's convolutions then run
+    channels-last, forward and backward). All are speed tricks kept outside the model: the loss and
+    its gradients are the plain model's, up to float rounding."""
+    unknown = set(without) - set(TRAINING_TRICKS)
+    if unknown:
+        raise ValueError(f"trained_form: unknown tricks {sorted(unknown)}; known: {', '.join(TRAINING_TRICKS)}")
+    if "channels_last" not in without and next(model.parameters()).device.type == "cpu":
+        model.encoder.to(memory_format=torch.channels_last)  # the same parameters, their data re-laid
+    if "sigmoid_energies" not in without:
+        sigmoid_energies(model)
+    return length_chunked(model, config.length_chunks, pad_id)
 
 
 class TrainingError(RuntimeError):

@@ -57,3 +57,4 @@ def test_a_model_trains_alike_with_sigmoid_energies(attention):
     for name, gradient in results[0][1].items():
         torch.testing.assert_close(results[1][1][name], gradient, msg=name)
     assert fast.decoder.attention.energies.__func__ is energies_in_sigmoid_form
+

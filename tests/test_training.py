@@ -5,12 +5,15 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import TINY_MODEL
 
 from captioner import training
 from captioner.checkpoint import load_checkpoint, load_model
-from captioner.config import ConfigError, TrainConfig, load_config
+from captioner.config import ConfigError, ModelConfig, TrainConfig, load_config
 from captioner.data.records import AnnotationError, ImageRecord, ObjectBox
-from captioner.training import early_stop_terms, lr_factor, read_metrics, train
+from captioner.model.captioner import Captioner
+from captioner.sigmoid_energies import energies_in_sigmoid_form
+from captioner.training import TRAINING_TRICKS, early_stop_terms, lr_factor, read_metrics, train, trained_form
 
 
 def test_tiny_training_run_lowers_the_loss_and_writes_the_run(tiny_config):
@@ -227,3 +230,18 @@ def test_missing_data_says_how_to_generate_shapes(tiny_config, tmp_path):
     tiny_config.data.root = str(tmp_path / "flickr8k")
     with pytest.raises(AnnotationError, match="flickr8k: dataset folder .data.root. not found$"):
         train(tiny_config)
+
+
+def test_the_trained_form_has_every_training_trick_but_those_named():
+    config = TrainConfig(length_chunks=1)
+    conv = lambda model: model.encoder.trunk[0].weight  # noqa: E731
+    fast = Captioner(ModelConfig(**TINY_MODEL), 12)
+    assert trained_form(fast, config, 0) is fast  # one length chunk: the model itself
+    assert conv(fast).is_contiguous(memory_format=torch.channels_last)
+    assert fast.decoder.attention.energies.__func__ is energies_in_sigmoid_form
+
+    plain = Captioner(ModelConfig(**TINY_MODEL), 12)
+    trained_form(plain, config, 0, without=TRAINING_TRICKS)
+    assert conv(plain).is_contiguous() and "energies" not in vars(plain.decoder.attention)
+    with pytest.raises(ValueError, match=r"unknown tricks \['fused'\]"):
+        trained_form(plain, config, 0, without=("fused",))
