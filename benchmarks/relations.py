@@ -18,9 +18,11 @@ relation of A to B is the one claimed. Printed as one JSON object:
 - `teacher_forced`: given a reference caption up to its direction word, how often the model's most
   likely next word names the true direction (any of its wordings), with and without autograd
   (decoding's path): whether the model knows the relation when the caption so far is given;
-- `gate_teacher_forced`: the gate beta (§4.2.1) at the object words and at the direction words of
-  the references (mean, spread, least), when the model has one: a beta that differed from object
-  to object would scale the coordinates the decoder has to compare;
+- `gate_teacher_forced`: the gate beta (§4.2.1) at the object words (the first one of a caption,
+  and the later ones) and at the direction words of the references of multi-object scenes (mean,
+  spread, least), when the model has one: a beta that differed from object to object would scale
+  the coordinates the decoder has to compare, and a beta that closes at an object word lets its
+  attention look anywhere without changing the word;
 - `probes`: held-out accuracy of a linear classifier that reads the relation of a two-object
   scene from (a) the mean annotation vector, which is all the initial state (§3.1.2) sees, and
   (b) the annotation vectors at the two objects' centres, which sharp attention could read, and, as
@@ -230,7 +232,9 @@ def teacher_forced(model, vocab, records, config) -> tuple[dict, dict]:
                     right[key] += DIRECTION_OF_WORD.get(guess) == claim.direction
                     total[key] += 1
                 if beta is not None and not grad:
-                    gates["object words"] += [float(beta[r, t]) for t, w in enumerate(words) if w in SHAPES]
+                    nouns = [t for t, w in enumerate(words) if w in SHAPES]
+                    gates["first object word"] += [float(beta[r, t]) for t in nouns[:1]]
+                    gates["later object words"] += [float(beta[r, t]) for t in nouns[1:]]
                     gates["direction words"] += [float(beta[r, t]) for t, w in enumerate(words) if w in DIRECTION_OF_WORD]
     if hook is not None:
         hook.remove()

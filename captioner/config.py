@@ -85,6 +85,7 @@ class TrainConfig:
     early_stop_metric: str = "BLEU-4"  # validation metric that picks checkpoint_best.pt; "A+B" sums several
     patience: int = 0  # stop after this many epochs without improvement (0 = never)
     val_images: int = 500  # validation images decoded per epoch (0 = the whole split)
+    val_caption_metrics: bool = True  # BLEU, ROUGE-L, CIDEr (METEOR if early stopping sums it) at each validation; need Java
     seed: int = 0  # seeds python, numpy and torch
     device: str = "auto"  # auto | cpu | cuda | cuda:N (under torchrun: each process its own GPU)
     amp: str = "auto"  # mixed precision: auto (bf16, or fp16 + grad scaler, on GPUs; off on CPU) | off | bf16 | fp16

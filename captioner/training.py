@@ -280,12 +280,14 @@ def validate(model: Captioner, vocab: Vocab, records: list, config: Config, proc
 def early_stop_terms(config: TrainConfig, records: list, java: bool) -> list[str]:
     """The metric names that `train.early_stop_metric` sums; a ConfigError, naming the metric and
     what the validation data can report, for a name validation never reports."""
-    available = available_metrics(records, meteor=True, spice=False, coco=java)
+    available = available_metrics(records, meteor=True, spice=False, coco=java and config.val_caption_metrics)
     terms = [name.strip() for name in config.early_stop_metric.split("+")]
     for name in terms:
         if name in available:
             continue
-        if name in CAPTION_KEYS and not java:
+        if name in CAPTION_KEYS and not config.val_caption_metrics:
+            why = "train.val_caption_metrics is false"
+        elif name in CAPTION_KEYS and not java:
             why = "the caption metrics need Java, and no `java` is on PATH"
         elif name == "SPICE":
             why = "training's validation leaves SPICE out; captioner-eval --spice computes it"
@@ -407,13 +409,14 @@ def train(config: Config, resume: str | Path | None = None, stop_after_epoch: in
         val_records = val_records[: config.train.val_images]
     java = has_java()
     terms = early_stop_terms(config.train, val_records, java)
+    caption_metrics = java and config.train.val_caption_metrics
     process, device = distributed.start(resolve_device(config.train.device))
     model.to(device)
     if process.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         save_config(config, run_dir / "config.yaml")
         _forget_after(run_dir, state["epoch"] if state else 0)
-    if not java and process.is_main:
+    if config.train.val_caption_metrics and not java and process.is_main:
         print("note: no `java` on PATH: validation reports no caption metrics (BLEU, CIDEr...)", file=sys.stderr)
     loader, dataset, sampler = _train_loader(config, train_records, model, vocab, process, device)
     optimizer = build_optimizer(model, config.train)
@@ -452,7 +455,7 @@ def train(config: Config, resume: str | Path | None = None, stop_after_epoch: in
             sampler.set_epoch(epoch)
             row = {"epoch": epoch + 1, **train_one_epoch(stepper, loader, config, epoch, process.is_main)}
             row["lr_decoder"] = scheduler.get_last_lr()[0]
-            row["val"] = validate(model, vocab, val_records, config, process, meteor="METEOR" in terms, coco=java)
+            row["val"] = validate(model, vocab, val_records, config, process, meteor="METEOR" in terms, coco=caption_metrics)
             row["seconds"] = round(time.perf_counter() - started, 1)
             score = sum(row["val"].get(name, math.nan) for name in terms)
             improved = score > best

@@ -32,6 +32,15 @@ def test_tiny_training_run_lowers_the_loss_and_writes_the_run(tiny_config):
     assert "circle" in vocab.words and config.model.grid_size == 4
 
 
+def test_validation_without_caption_metrics_reports_the_rest(tiny_config):
+    tiny_config.train.epochs = 1
+    tiny_config.train.val_caption_metrics = False
+    tiny_config.train.early_stop_metric = "exact_accuracy+pointing_accuracy"
+    row = read_metrics(train(tiny_config))[0]
+    assert {"exact_accuracy", "pointing_accuracy", "images"} <= row["val"].keys()
+    assert not {"BLEU-4", "ROUGE-L", "CIDEr"} & row["val"].keys()
+
+
 @pytest.mark.parametrize("length_groups, captions_per_image, length_chunks", [(0, 1, 1), (2, 1, 1), (0, 3, 1), (0, 2, 3)])
 def test_resumed_run_ends_with_the_same_weights(tiny_config, tmp_path, length_groups, captions_per_image, length_chunks):
     tiny_config.train.epochs = 3
@@ -178,6 +187,10 @@ def test_early_stop_metric_must_be_one_the_validation_data_reports():
         early_stop_terms(TrainConfig(early_stop_metric="BLEU-4+pointing_accuracy"), photos, java=True)
     with pytest.raises(ConfigError, match="'METEOR'.*need Java.*can report exact_accuracy, exact_accuracy_2obj"):
         early_stop_terms(TrainConfig(early_stop_metric="METEOR"), shapes, java=False)
+    with pytest.raises(ConfigError, match="'BLEU-4'.*train.val_caption_metrics is false"):
+        early_stop_terms(TrainConfig(early_stop_metric="BLEU-4", val_caption_metrics=False), shapes, java=True)
+    without = TrainConfig(early_stop_metric="exact_accuracy", val_caption_metrics=False)
+    assert early_stop_terms(without, shapes, java=True) == ["exact_accuracy"]
     with pytest.raises(ConfigError, match="'SPICE'.*captioner-eval --spice"):
         early_stop_terms(TrainConfig(early_stop_metric="SPICE"), photos, java=True)
     with pytest.raises(ConfigError, match="'BLEU4'.*no such metric"):
