@@ -12,9 +12,10 @@ milliseconds per step. Then:
   argument, and the sigmoid and exp of the same size;
 - energies_ms: forward and backward of one decoder step's energies at that size, in the paper's
   tanh form (`AdditiveAttention.energies`) and in the sigmoid form that training runs
-  (`captioner.sigmoid_energies`), alternated --repeats times each.
+  (`captioner.sigmoid_energies`), alternated --repeats times each after one warm-up of each.
 
 Usage: python benchmarks/train_profile.py [--config configs/shapes.yaml] [--set KEY=VALUE ...] [--steps 10] [--top 12]
+       [--repeats 30]
 """
 
 import argparse
@@ -28,7 +29,7 @@ import torch
 from torch.profiler import profile
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from timing import median_ms, once_ms, times_ms  # noqa: E402
+from timing import median_ms, once_ms  # noqa: E402
 from train_input import recipe_step  # noqa: E402
 
 from captioner.model.attention import AdditiveAttention  # noqa: E402
@@ -42,10 +43,12 @@ def energies_ms(attention: AdditiveAttention, rows: int, cells: int, repeats: in
     keys = torch.randn(rows, cells, attention.score.in_features, requires_grad=True)
     h = torch.randn(rows, attention.hidden_proj.in_features, requires_grad=True)
     forms = {"tanh": AdditiveAttention.energies, "sigmoid": energies_in_sigmoid_form}
+    for energies in forms.values():  # warm-up
+        energies(attention, keys, h).sum().backward()
     times = {name: [] for name in forms}
     for _ in range(repeats):
         for name, energies in forms.items():
-            times[name] += times_ms(lambda f=energies: f(attention, keys, h).sum().backward(), 1)
+            times[name].append(once_ms(lambda f=energies: f(attention, keys, h).sum().backward()))
     return {name: round(statistics.median(t), 3) for name, t in times.items()}
 
 
@@ -66,7 +69,7 @@ def main() -> None:
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides, as train.py takes them")
     parser.add_argument("--steps", type=int, default=10, help="profiled steps (default %(default)s)")
     parser.add_argument("--top", type=int, default=12, help="operators listed (default %(default)s)")
-    parser.add_argument("--repeats", type=int, default=30, help="timings of each elementwise function and energies form (default %(default)s)")
+    parser.add_argument("--repeats", type=int, default=30, help="timings of each step kind, elementwise function and energies form (default %(default)s)")
     args = parser.parse_args()
 
     config, _, model, stepper, loader, _ = recipe_step(args.config, args.set)
