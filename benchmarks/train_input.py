@@ -39,19 +39,25 @@ def per_step_ms(stepper: Stepper, batches) -> float:
     return 1000 * (time.perf_counter() - start) / steps
 
 
-def recipe_step(config_path: str, overrides: list[str], without: tuple[str, ...] = ()):
-    """The recipe's training step as `train.py` runs it, on a fresh model, and its training data:
-    (config, vocab, model, stepper, loader, dataset). The model is `training.trained_form`'s, without
-    the speed tricks named in `without` (of `training.TRAINING_TRICKS`)."""
-    config = load_config(config_path, overrides)
-    records = read_split(config.data, "train")
-    vocab = build_vocab((c for r in records for c in r.captions), config.data.min_word_count)
+def recipe_stepper(config, vocab, without: tuple[str, ...] = ()):
+    """A fresh model (seed 0) and the training step `train.py` runs on it: (model, stepper). The
+    model is `training.trained_form`'s, without the speed tricks named in `without` (of
+    `training.TRAINING_TRICKS`)."""
     torch.manual_seed(0)
     model = Captioner(config.model, len(vocab)).train()
     optimizer = build_optimizer(model, config.train)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
     trained = trained_form(model, config.train, vocab.pad, without)
-    stepper = Stepper(trained, optimizer, scheduler, config, vocab.pad, None, 1)
+    return model, Stepper(trained, optimizer, scheduler, config, vocab.pad, None, 1)
+
+
+def recipe_step(config_path: str, overrides: list[str]):
+    """The recipe's training step as `train.py` runs it (`recipe_stepper`) and its training data:
+    (config, vocab, model, stepper, loader, dataset)."""
+    config = load_config(config_path, overrides)
+    records = read_split(config.data, "train")
+    vocab = build_vocab((c for r in records for c in r.captions), config.data.min_word_count)
+    model, stepper = recipe_stepper(config, vocab)
     loader, dataset, _ = _train_loader(config, records, model, vocab, distributed.Process(), torch.device("cpu"))
     return config, vocab, model, stepper, loader, dataset
 

@@ -30,7 +30,7 @@ from torch.profiler import profile
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from timing import median_ms, once_ms  # noqa: E402
-from train_input import recipe_step  # noqa: E402
+from train_input import recipe_step, recipe_stepper  # noqa: E402
 
 from captioner.model.attention import AdditiveAttention  # noqa: E402
 from captioner.sigmoid_energies import energies_in_sigmoid_form  # noqa: E402
@@ -72,7 +72,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=30, help="timings of each step kind, elementwise function and energies form (default %(default)s)")
     args = parser.parse_args()
 
-    config, _, model, stepper, loader, _ = recipe_step(args.config, args.set)
+    config, vocab, model, stepper, loader, _ = recipe_step(args.config, args.set)
     batches = list(islice(iter(loader), args.steps + 2))
     for batch in batches[:2]:  # warm-up: first-touch allocations
         stepper([batch])
@@ -83,7 +83,7 @@ def main() -> None:
     total = sum(e.self_cpu_time_total for e in events)
     operators = {e.key: {"ms_per_step": round(e.self_cpu_time_total / 1000 / args.steps, 1),
                          "share": round(100 * e.self_cpu_time_total / total, 1)} for e in events[: args.top]}
-    steppers = {"trained_form": stepper} | {f"without {trick}": recipe_step(args.config, args.set, (trick,))[3]
+    steppers = {"trained_form": stepper} | {f"without {trick}": recipe_stepper(config, vocab, (trick,))[1]
                                              for trick in TRAINING_TRICKS}
     steps = step_ms(steppers, batches[2:], max(1, args.repeats // args.steps))
 
