@@ -10,7 +10,12 @@ decoder that has read the object by its colour word may look ahead at its name. 
 looks at" gives, for the captions of two- and three-object scenes whose phrases each name an object
 of the scene, where the attention of each word of the first phrase peaks: on the object named
 first, second or third, or elsewhere (a decoder that surveys the scene while it names its first
-object looks at the others). "first phrase attention on" gives, for the same words, the mean share of
+object looks at the others). "by candidates" splits the scored words by how many objects their
+attention could still single out: f_att reads h_{t-1}, the state that has read the caption up to
+two words before the name ("a small" of "a small red circle"), so the candidates are the objects not
+named before whose attributes include the phrase's words read so far; "candidate shares" gives the
+mean share of the attention on the named object, on the other candidates and on the objects that are
+not candidates. "first phrase attention on" gives, for the same words, the mean share of
 the attention that lies on each of those objects (on the cells whose centres are inside its box):
 a word whose peak falls on one object may still read all of them. With greedy decoding, the
 checkpoint's own settings.
@@ -82,12 +87,28 @@ def first_phrase_looks(named, words, alphas, objects, grid_size: int, width: int
     return looks
 
 
+def candidates(t: int, words, objects, earlier: set[int]) -> list[int]:
+    """The objects (indices into `objects`) that the attention of the scored word words[t] could
+    still take it to name: not named by an `earlier` phrase, and with every attribute word that its
+    query has read among their attributes."""
+    k = max(len(obj.attributes) for obj in objects)
+    read = set(words[max(0, t - k) : max(0, t - 1)])  # the query h_{t-1} has read up to words[t - 2]
+    return [i for i, obj in enumerate(objects) if i not in earlier and read <= obj.attributes]
+
+
+def object_cells(objects, grid_size: int, width: int, height: int) -> list[list[int]]:
+    """For each object, the grid cells whose centres lie inside its box."""
+    centres = [grid_cell_center(p, grid_size, width, height) for p in range(grid_size * grid_size)]
+    return [[p for p, (x, y) in enumerate(centres) if inside(x, y, obj.bbox)] for obj in objects]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     greedy_split.add_arguments(parser, images=300)
     model, vocab, config, records = greedy_split.load(parser.parse_args())
     results = caption_files(model, vocab, [r.path for r in records], config.data.image_size, config.decode)
     hits, scored, misses, phrase = Counter(), Counter(), Counter(), defaultdict(Counter)
+    pool_hits, pool_scored, pool_shares = Counter(), Counter(), defaultdict(Counter)  # keyed by objects and candidates
     looks, shares, surveyed = defaultdict(Counter), defaultdict(Counter), Counter()  # keyed by (objects in the scene, phrase word); surveyed by objects in the scene
     for record, result in zip(records, results):
         if isinstance(result, Failed) or not record.objects:
@@ -101,8 +122,22 @@ def main() -> None:
             for word, (on, word_shares) in first.items():
                 looks[len(record.objects), word][on] += 1
                 shares[len(record.objects), word].update(word_shares)
+        earlier = set()
         for i, (t, hit, _) in enumerate(named):
             key = f"{len(record.objects)} objects, {place(i, len(named))}"
+            target = next((j for j, obj in enumerate(record.objects) if phrase_names(obj, words, t)), None)
+            if target is not None:
+                pool = candidates(t, words, record.objects, earlier)
+                by_pool = f"{len(record.objects)} objects, {len(pool)} candidates"
+                pool_hits[by_pool] += hit
+                pool_scored[by_pool] += 1
+                cells = object_cells(record.objects, model.grid_size, *result.size)
+                alpha = best.alphas[t]
+                pool_shares[by_pool].update({
+                    "named": float(alpha[cells[target]].sum()),
+                    "other candidates": sum(float(alpha[cells[j]].sum()) for j in pool if j != target),
+                    "not candidates": sum(float(alpha[cells[j]].sum()) for j in range(len(cells)) if j not in pool)})
+                earlier.add(target)
             hits[key] += hit
             scored[key] += 1
             for word, word_hit in phrase_hits(t, words, best.alphas, record.objects, model.grid_size, *result.size).items():
@@ -114,6 +149,10 @@ def main() -> None:
     report["misses"] = dict(misses.most_common())
     report["phrase words"] = {key: {word: round(100 * n / scored[key], 1) for word, n in sorted(phrase[key].items())}
                               for key in sorted(scored)}
+    report["by candidates"] = {key: {"words": pool_scored[key], "pointing_accuracy": round(100 * pool_hits[key] / pool_scored[key], 1)}
+                               for key in sorted(pool_scored)}
+    report["candidate shares"] = {key: {on: round(100 * total / pool_scored[key], 1) for on, total in totals.items()}
+                                  for key, totals in sorted(pool_shares.items())}
     report["first phrase looks at"] = {
         f"{count} objects, {word}": {on: round(100 * n / surveyed[count], 1) for on, n in sorted(on_counts.items())}
         for (count, word), on_counts in sorted(looks.items())}
