@@ -137,6 +137,20 @@ def test_anchor_first_phrasings_relate_every_object_to_the_first_one_named():
             assert {anchor for _, _, anchor in claims(caption)} == {first}, caption
 
 
+def test_ordered_phrasings_name_the_objects_in_the_scenes_order_with_the_relations_to_the_first():
+    for scene in scenes():
+        captions = describe(scene, "ordered")
+        assert set(captions) <= set(describe(scene, "anchor-first"))
+        if len(scene.objects) == 1:
+            assert captions == describe(scene)
+            continue
+        assert len(captions) == {2: 2, 3: 4}[len(scene.objects)]  # each relation's wordings
+        named = [f"{o.size} {o.colour} {o.shape}" for o in scene.objects]
+        for caption in captions:
+            assert [" ".join(match) for match in OBJECT.findall(caption)] == named, caption
+            assert {anchor for _, _, anchor in claims(caption)} == {named[0]}, caption
+
+
 def test_scenes_have_distinct_objects_inside_the_image_and_apart():
     counts = set()
     for scene in scenes(image_size=96):

@@ -61,8 +61,9 @@ RELATION_TO_IT = {
     "below": ("below it", "under it"),
 }
 # Which phrasings a split's captions are (`describe`): all are valid; "anchor-first" keeps, for two
-# and three objects, those that name the object the relations are to first.
-PHRASINGS = ("all", "anchor-first")
+# and three objects, those that name the object the relations are to first; "ordered" keeps of those
+# the ones that name the objects in the scene's (shape, colour) order.
+PHRASINGS = ("all", "anchor-first", "ordered")
 # Two objects, x placed against y, x named first.
 SUBJECT_FIRST = ("{x} {words} {y}", "there is {x} {words} {y}", "{x} is {words} {y}")
 # One object: {phrase} is "a SIZE COLOUR SHAPE", {noun} the same without its article.
@@ -177,20 +178,21 @@ def make_scene(rng: np.random.Generator, image_size: int = REFERENCE_SIZE,
             return Scene(image_size, placed)
 
 
-def _two_objects(a: ShapeObject, b: ShapeObject, anchor_first: bool) -> list[str]:
+def _two_objects(a: ShapeObject, b: ShapeObject, phrasings: str) -> list[str]:
     """Each object in turn is the subject x placed against the other, y: "x left of y" in every
     relation wording of each form, and "y with x to its left" in each of its wordings."""
     captions = []
     for x, y in ((a, b), (b, a)):
         r = relation(x, y)
-        if not anchor_first:
+        if phrasings == "all":
             captions += [form.format(x=x.phrase, words=words, y=y.phrase) for form in SUBJECT_FIRST
                          for words in RELATION_WORDS[r]]
-        captions += [f"{y.phrase} with {x.phrase} {words}" for words in RELATION_TO_IT[r]]
+        if phrasings != "ordered" or y is a:
+            captions += [f"{y.phrase} with {x.phrase} {words}" for words in RELATION_TO_IT[r]]
     return captions
 
 
-def _three_objects(objects: tuple[ShapeObject, ...], anchor_first: bool) -> list[str]:
+def _three_objects(objects: tuple[ShapeObject, ...], phrasings: str) -> list[str]:
     """Each object in turn is the anchor b that the other two, x then z (in both orders), are
     placed against: "x left of b and z above it" and "b with x to its left and z above it", in
     every relation wording."""
@@ -199,11 +201,12 @@ def _three_objects(objects: tuple[ShapeObject, ...], anchor_first: bool) -> list
         others = [o for o in objects if o is not b]
         for x, z in (others, others[::-1]):
             rx, rz = relation(x, b), relation(z, b)
-            if not anchor_first:
+            if phrasings == "all":
                 captions += [f"{x.phrase} {words_x} {b.phrase} and {z.phrase} {words_z}"
                              for words_x in RELATION_WORDS[rx] for words_z in RELATION_TO_IT[rz]]
-            captions += [f"{b.phrase} with {x.phrase} {words_x} and {z.phrase} {words_z}"
-                         for words_x in RELATION_TO_IT[rx] for words_z in RELATION_TO_IT[rz]]
+            if phrasings != "ordered" or (b, x) == objects[:2]:
+                captions += [f"{b.phrase} with {x.phrase} {words_x} and {z.phrase} {words_z}"
+                             for words_x in RELATION_TO_IT[rx] for words_z in RELATION_TO_IT[rz]]
     return captions
 
 
@@ -212,16 +215,17 @@ def describe(scene: Scene, phrasings: str = "all") -> list[str]:
     phrasing, in every order of the objects and every wording of the relations (6 for one object,
     22 for two, 60 for three); with "anchor-first", those of a multi-object scene that name the
     anchor first ("B with A to its left and C above it"; 4 for two objects, 24 for three), so that
-    every relation is to the first object named."""
+    every relation is to the first object named; with "ordered", those of the anchor-first ones that
+    name the objects in the scene's (shape, colour) order (2 for two objects, 4 for three), so that
+    which object comes next is never left to chance."""
     if phrasings not in PHRASINGS:
         raise ValueError(f"unknown phrasings '{phrasings}'; known: {', '.join(PHRASINGS)}")
     objects = scene.objects
-    anchor_first = phrasings == "anchor-first"
     if len(objects) == 1:
         return [template.format(phrase=objects[0].phrase, noun=objects[0].noun) for template in SINGLE_OBJECT]
     if len(objects) == 2:
-        return _two_objects(*objects, anchor_first)
-    return _three_objects(objects, anchor_first)
+        return _two_objects(*objects, phrasings)
+    return _three_objects(objects, phrasings)
 
 
 def draw_shape(draw: ImageDraw.ImageDraw, obj: ShapeObject, fill) -> None:
@@ -349,8 +353,9 @@ def main(argv: list[str] | None = None) -> None:
                         help="shares of 1-, 2- and 3-object scenes in the train split, e.g. 1:2:3 "
                         "(default: uniform); validation and test stay uniform")
     parser.add_argument("--train-phrasings", choices=PHRASINGS, default="all",
-                        help="the train split's captions: every valid phrasing (all), or only those that name "
-                        "the anchor of the relations first (anchor-first); validation and test keep all")
+                        help="the train split's captions: every valid phrasing (all), only those that name "
+                        "the anchor of the relations first (anchor-first), or of those only the ones that name the "
+                        "objects in (shape, colour) order (ordered); validation and test keep all")
     args = parser.parse_args(argv)
     counts = {split: getattr(args, split) for split in SPLITS}
     try:
