@@ -14,8 +14,9 @@ compare the variants with each other, not with the bundled model.
                                             [--out runs/attention_variants] [--markdown table.md]
                                             [--set train.alpha_c=0 ...]
 
-The training scenes carry the recipe's anchor-first captions (`--train-phrasings anchor-first`);
---set overrides the recipe for every variant alike.
+The training scenes carry the anchor-first captions (`--train-phrasings anchor-first`), the recipe's
+when the README's table of variants was made (the recipe now trains on the ordered ones); --set
+overrides the recipe for every variant alike.
 
 With --runs it trains nothing: it evaluates finished run folders (each variant read from the run's
 config), such as the README recipe's runs of the variants bundled for the page, on the same test scenes:

@@ -237,7 +237,7 @@ def test_a_nan_metric_still_leaves_a_best_checkpoint_and_null_in_metrics_jsonl(t
 def test_missing_data_says_how_to_generate_shapes(tiny_config, tmp_path):
     tiny_config.data.root = str(tmp_path / "shapes")
     command = (f"python -m captioner.data.shapes --out {tmp_path / 'shapes'} --train 8000 --val 500 --test 1000 --seed 1"
-               " --train-phrasings anchor-first")
+               " --train-phrasings ordered")
     with pytest.raises(AnnotationError, match=f"^{tmp_path / 'shapes'}: dataset folder.*not found.*{re.escape(command)}$"):
         train(tiny_config)
     tiny_config.data.root = str(tmp_path / "flickr8k")

@@ -31,7 +31,7 @@ KARPATHY_SPLITS = SPLITS + ("restval",)
 FOLDER_SUFFIXES = (".csv", ".jsonl")
 # How the default dataset is made (configs/shapes.yaml, README).
 SHAPES_COMMAND = ("python -m captioner.data.shapes --out {root} --train 8000 --val 500 --test 1000 --seed 1"
-                  " --train-phrasings anchor-first")
+                  " --train-phrasings ordered")
 
 
 def _check_split(split: str) -> None:
