@@ -122,7 +122,7 @@ def main() -> None:
             for word, (on, word_shares) in first.items():
                 looks[len(record.objects), word][on] += 1
                 shares[len(record.objects), word].update(word_shares)
-        earlier = set()
+        earlier, cells = set(), object_cells(record.objects, model.grid_size, *result.size)
         for i, (t, hit, _) in enumerate(named):
             key = f"{len(record.objects)} objects, {place(i, len(named))}"
             target = next((j for j, obj in enumerate(record.objects) if phrase_names(obj, words, t)), None)
@@ -131,7 +131,6 @@ def main() -> None:
                 by_pool = f"{len(record.objects)} objects, {len(pool)} candidates"
                 pool_hits[by_pool] += hit
                 pool_scored[by_pool] += 1
-                cells = object_cells(record.objects, model.grid_size, *result.size)
                 alpha = best.alphas[t]
                 pool_shares[by_pool].update({
                     "named": float(alpha[cells[target]].sum()),
