@@ -365,7 +365,7 @@ def _train_loader(config: Config, records: list, model: Captioner, vocab: Vocab,
         check_cacheable(config)
         inputs = FeatureCache(config, "train", records)
     else:
-        inputs = ImageInput(records, config.data.image_size)
+        inputs = ImageInput(records, config.data.image_size, config.data.preload, process.is_main)
     dataset = CaptionDataset(records, inputs, vocab, config.data.max_caption_tokens, config.train.seed,
                              config.train.captions_per_image)
     parts = process.world * config.train.accumulate

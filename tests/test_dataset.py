@@ -1,11 +1,13 @@
-"""The training Dataset's caption draws and the collate function's row order."""
+"""The training Dataset's caption draws, the collate function's row order and the image inputs,
+decoded per item or preloaded."""
 
 from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 
-from captioner.data.dataset import CaptionDataset, collate
+from captioner.data.dataset import CaptionDataset, ImageInput, collate
 from captioner.data.records import ImageRecord
 from captioner.vocab import build_vocab
 
@@ -49,3 +51,27 @@ def test_collate_puts_the_k_captions_of_image_b_in_rows_b_times_k_on():
     assert inputs[:, 0, 0, 0].tolist() == [0.0, 1.0] and captions.shape[0] == 4
     assert {words(data, captions[r]) for r in (0, 1)} <= set(CAPTIONS[0])
     assert {words(data, captions[r]) for r in (2, 3)} == set(CAPTIONS[1])
+
+
+def test_preloaded_images_are_the_decoded_ones_and_an_unreadable_one_is_reported_once(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    paths = []
+    for k, mode in enumerate(["RGB", "L", "RGBA"]):
+        path = tmp_path / f"{k}.png"
+        Image.fromarray(rng.integers(0, 256, (37, 23, 3), dtype=np.uint8)).convert(mode).save(path)
+        paths.append(path)
+    truncated = tmp_path / "truncated.jpg"
+    Image.new("RGB", (40, 40), (200, 10, 10)).save(truncated)
+    truncated.write_bytes(truncated.read_bytes()[:100])
+    paths.insert(1, truncated)
+    records = [ImageRecord(p.stem, p, "train", ["a red circle"]) for p in paths]
+
+    decoded = ImageInput(records, 16)
+    preloaded = ImageInput(records, 16, preload=True)
+    assert capsys.readouterr().err.count("truncated.jpg") == 1  # read once, at preload
+    for _ in range(2):  # two epochs
+        for index in (0, 2, 3):
+            assert torch.equal(preloaded[index], decoded[index])
+        assert preloaded[1] is None and decoded[1] is None
+    err = capsys.readouterr().err
+    assert err.count("truncated.jpg") == 2  # the decoding input's two epochs; none from the preloaded one

@@ -14,8 +14,9 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch.utils.data import Dataset
+from tqdm import tqdm
 
-from captioner.data.images import ImageError, load_image, preprocess
+from captioner.data.images import ImageError, load_image, normalized, preprocess, resized
 from captioner.data.records import ImageRecord
 from captioner.vocab import Vocab
 
@@ -39,18 +40,31 @@ class ImageFiles(Dataset):
 
 
 class ImageInput:
-    """index -> the preprocessed image (3, S, S) of records[index], or None when unreadable."""
+    """index -> the preprocessed image (3, S, S) of records[index], or None when unreadable.
 
-    def __init__(self, records: list[ImageRecord], image_size: int):
+    With `preload`, every image is decoded and resized here, once, and kept as uint8 pixels
+    (3 S^2 bytes an image); an item then costs only the normalisation, and an unreadable image is
+    reported once rather than every epoch. The items are the same either way.
+    """
+
+    def __init__(self, records: list[ImageRecord], image_size: int, preload: bool = False, show: bool = True):
         self.records = records
         self.image_size = image_size
+        self.pixels = None
+        if preload:
+            bar = tqdm(range(len(records)), desc="loading images", unit="img", leave=False, disable=not show)
+            self.pixels = [self._read(index) for index in bar]
 
-    def __getitem__(self, index: int) -> torch.Tensor | None:
+    def _read(self, index: int) -> np.ndarray | None:
         try:
-            return preprocess(load_image(self.records[index].path), self.image_size)
+            return resized(load_image(self.records[index].path), self.image_size)
         except ImageError as error:
             print(f"error: {error}; skipped", file=sys.stderr)
             return None
+
+    def __getitem__(self, index: int) -> torch.Tensor | None:
+        pixels = self._read(index) if self.pixels is None else self.pixels[index]
+        return None if pixels is None else normalized(pixels)
 
 
 class CaptionDataset(Dataset):

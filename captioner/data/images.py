@@ -124,7 +124,8 @@ def _stretch_to_8_bit(image: Image.Image) -> Image.Image:
 
 
 def preprocess(image: Image.Image, image_size: int) -> torch.Tensor:
-    """Turn an RGB image into the encoder input, a (3, image_size, image_size) float32 tensor.
+    """Turn an RGB image into the encoder input, a (3, image_size, image_size) float32 tensor:
+    `normalized(resized(image, image_size))`.
 
     The image is squashed to a square with Pillow's bilinear filter (which widens its support when
     shrinking, so it antialiases) and is never cropped: the encoder's G x G grid then splits the
@@ -132,13 +133,21 @@ def preprocess(image: Image.Image, image_size: int) -> torch.Tensor:
     [0, 1] and normalized with the ImageNet mean and std. There is deliberately no random
     augmentation: a horizontal flip would contradict captions that say "left" or "right".
     """
+    return normalized(resized(image, image_size))
+
+
+def resized(image: Image.Image, image_size: int) -> np.ndarray:
+    """The RGB image squashed to image_size x image_size: (S, S, 3) uint8 pixels, 3 bytes each."""
     if image.mode != "RGB":
         raise ValueError(f"preprocess expects an RGB image (see to_rgb), got mode {image.mode}")
     if image_size < 1:
         raise ValueError(f"image_size must be positive, got {image_size}")
-    square = image.resize((image_size, image_size), Image.Resampling.BILINEAR)
-    pixels = torch.from_numpy(np.array(square, dtype=np.float32))  # (H, W, 3), 0..255
-    x = pixels.permute(2, 0, 1).contiguous() / 255.0  # (3, H, W)
+    return np.asarray(image.resize((image_size, image_size), Image.Resampling.BILINEAR))
+
+
+def normalized(pixels: np.ndarray) -> torch.Tensor:
+    """(S, S, 3) uint8 pixels -> the encoder input (3, S, S), scaled to [0, 1] and normalized."""
+    x = torch.from_numpy(pixels.astype(np.float32)).permute(2, 0, 1).contiguous() / 255.0  # (3, H, W)
     mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
     std = torch.tensor(IMAGENET_STD).view(3, 1, 1)
     return (x - mean) / std
