@@ -63,6 +63,17 @@ def test_resumed_run_ends_with_the_same_weights(tiny_config, tmp_path, length_gr
     assert [json.loads(line)["epoch"] for line in lines] == [1, 2, 3]
 
 
+def test_a_run_on_preloaded_images_ends_with_the_same_weights(tiny_config, tmp_path):
+    tiny_config.train.epochs = 2
+    ends = []
+    for preload in (False, True):
+        tiny_config.data.preload = preload
+        tiny_config.train.out_dir = str(tmp_path / f"preload_{preload}")
+        ends.append(load_checkpoint(train(tiny_config) / "checkpoint_last.pt")["model"])
+    for name, tensor in ends[0].items():
+        torch.testing.assert_close(ends[1][name], tensor, rtol=0, atol=0, msg=name)
+
+
 def test_a_new_run_refuses_to_overwrite_an_old_one(tiny_config):
     tiny_config.train.epochs = 1
     train(tiny_config)
