@@ -36,7 +36,7 @@ class DataConfig:
     max_caption_tokens: int = 24  # longer training captions are cut to this many words
     on_error: str = "skip"  # raise | skip: an unusable entry (empty caption, no words, unspaced script, missing image file) stops with its name, or is skipped and counted
     num_workers: int = 2  # DataLoader worker processes
-    preload: bool = False  # training: decode and resize every image once, before the first epoch, and keep it in memory (3 x image_size^2 bytes an image)
+    preload: bool = False  # training: decode and resize every image once, before the first epoch, and keep it in memory (3 x image_size^2 bytes an image; a feature cache needs none)
     feature_cache: str = ""  # folder of cached encoder features ("" = run the encoder)
 
 
