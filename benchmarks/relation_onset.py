@@ -4,9 +4,10 @@ The shapes recipe learns the objects in a few epochs and the relations later, af
 chance (about 20-30 % of the relations right, given the right objects). How long that plateau lasts
 decides the final exact accuracy, and it differs from seed to seed. For each finished or running
 run folder this prints, from its `metrics.jsonl` and `config.yaml`, the validation relations-right,
-exact accuracy, objects-right and strict pointing of every epoch, the minutes its epochs took (and
-the wall minutes from its `config.yaml` to its `checkpoint_last.pt`, which add the run's set-up:
-reading the data, and preloading the images where `data.preload` asks for it), and the
+exact accuracy, objects-right, strict pointing and seconds of every epoch, the minutes its epochs
+took (and the wall minutes from its `config.yaml` to its `checkpoint_last.pt`, which add the run's
+set-up: reading the data, and preloading the images where `data.preload` asks for it; a resumed run
+rewrites its `config.yaml`, so these count from the last resume), and the
 onset: the first epoch (and optimizer step) at which relations right passes --threshold.
 
     python benchmarks/relation_onset.py --runs runs/b32k2_s0 runs/b32k2_s1 [--threshold 40]
@@ -39,17 +40,20 @@ def report(run_dir: Path, threshold: float) -> str:
     when = "not reached" if first is None else f"epoch {first} (step {first * steps})"
     minutes = sum(row["seconds"] for row in rows) / 60
     last = run_dir / "checkpoint_last.pt"
-    wall = (last.stat().st_mtime - (run_dir / "config.yaml").stat().st_mtime) / 60 if last.exists() else None
-    walled = "" if wall is None else f" ({wall:.1f} from config.yaml to checkpoint_last.pt)"
+    walled = ""
+    if last.exists():
+        wall = (last.stat().st_mtime - (run_dir / "config.yaml").stat().st_mtime) / 60
+        walled = f" ({wall:.1f} from config.yaml to checkpoint_last.pt)"
     lines = [f"{run_dir}: {steps} steps an epoch, {len(rows)} epochs in {minutes:.1f} minutes{walled}; "
              f"relations right >= {threshold:g} % from {when}",
-             "epoch | relations right | exact (1 / 2 / 3 objects) | objects right | strict pointing",
-             "---|---|---|---|---"]
+             "epoch | relations right | exact (1 / 2 / 3 objects) | objects right | strict pointing | seconds",
+             "---|---|---|---|---|---"]
     for row in rows:
         val = row["val"]
         lines.append(f"{row['epoch']} | {val['relations_right']:.1f} | {val['exact_accuracy']:.1f} "
                      f"({val['exact_accuracy_1obj']:.0f} / {val['exact_accuracy_2obj']:.1f} / "
-                     f"{val['exact_accuracy_3obj']:.1f}) | {val['objects_right']:.1f} | {val['pointing_accuracy']:.1f}")
+                     f"{val['exact_accuracy_3obj']:.1f}) | {val['objects_right']:.1f} | {val['pointing_accuracy']:.1f} | "
+                     f"{row['seconds']:.1f}")
     return "\n".join(lines)
 
 

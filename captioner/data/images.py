@@ -139,7 +139,7 @@ def preprocess(image: Image.Image, image_size: int) -> torch.Tensor:
 def resized(image: Image.Image, image_size: int) -> np.ndarray:
     """The RGB image squashed to image_size x image_size: (S, S, 3) uint8 pixels, 3 bytes each."""
     if image.mode != "RGB":
-        raise ValueError(f"preprocess expects an RGB image (see to_rgb), got mode {image.mode}")
+        raise ValueError(f"expected an RGB image (see to_rgb), got mode {image.mode}")
     if image_size < 1:
         raise ValueError(f"image_size must be positive, got {image_size}")
     return np.asarray(image.resize((image_size, image_size), Image.Resampling.BILINEAR))
